@@ -1,0 +1,17 @@
+"""The Definitions object the workspace loads."""
+
+import dagster as dg
+
+from assets.curated import events, events_staged
+from assets.jobs import compact_job, compact_schedule, inbox_sensor, land_job, tier_job, tier_schedule
+from assets.landing import raw_events
+from assets.resources import LakeResource
+from assets.tiering import tiering_plan
+
+defs = dg.Definitions(
+    assets=[raw_events, events_staged, events, tiering_plan],
+    jobs=[land_job, compact_job, tier_job],
+    schedules=[compact_schedule, tier_schedule],
+    sensors=[inbox_sensor],
+    resources={"lake": LakeResource()},
+)

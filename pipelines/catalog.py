@@ -1,0 +1,192 @@
+"""The catalog: which version of each partition is published, behind one interface.
+
+The embedded :class:`LocalCatalog` keeps it in SQLite inside the lake folder; publishing a
+partition is one transaction, so concurrent publishers (threads or processes) of different
+partitions never lose each other's updates, and a reader sees the old pointer or the new one.
+The Glue implementation fills the same protocol.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import orjson
+
+from pipelines.errors import SchemaError, TransientError
+from pipelines.schema import TableSpec
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A published partition: the version readers see and where its files are."""
+
+    table: str
+    dt: str
+    version: str
+    location: str
+    files: tuple[str, ...]
+    rows: int
+    published_at: float
+
+
+@runtime_checkable
+class Catalog(Protocol):
+    """What publishing and querying need from a table catalog."""
+
+    def ensure_table(self, spec: TableSpec, location: str) -> None:
+        """Create the table, or accept an additive change; refuse incompatible ones."""
+
+    def get_partition(self, table: str, dt: str) -> Partition | None:
+        """The published partition, or None."""
+
+    def list_partitions(self, table: str) -> list[Partition]:
+        """Every published partition of a table, by date."""
+
+    def publish(self, table: str, partition: Partition, expected_version: str | None) -> None:
+        """Point the partition at a new version."""
+
+    def drop_partition(self, table: str, dt: str) -> None:
+        """Take a partition out of the queryable catalog."""
+
+
+class ConcurrentPublishError(TransientError):
+    """Another run published the same partition in between; re-read and retry."""
+
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS tables (
+    name TEXT PRIMARY KEY, schema_version INTEGER NOT NULL, spec TEXT NOT NULL, location TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS partitions (
+    tbl TEXT NOT NULL, dt TEXT NOT NULL, version TEXT NOT NULL, location TEXT NOT NULL,
+    files TEXT NOT NULL, rows INTEGER NOT NULL, published_at REAL NOT NULL,
+    PRIMARY KEY (tbl, dt)
+);
+CREATE TABLE IF NOT EXISTS publish_log (
+    tbl TEXT NOT NULL, dt TEXT NOT NULL, version TEXT NOT NULL, previous TEXT,
+    published_at REAL NOT NULL, action TEXT NOT NULL
+);
+"""
+
+
+class LocalCatalog:
+    """SQLite catalog file in the lake folder (WAL mode, one transaction per publish)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._tx() as db:
+            for statement in filter(str.strip, _DDL.split(";")):
+                db.execute(statement)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise TransientError(f"local catalog is busy: {exc}") from exc
+            raise
+        finally:
+            db.close()
+
+    def ensure_table(self, spec: TableSpec, location: str) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT schema_version, spec FROM tables WHERE name=?", (spec.table,)).fetchone()
+            new_cols = [(c.name, c.type) for c in spec.columns]
+            if row is not None:
+                old_cols = [tuple(c) for c in orjson.loads(row[1])["columns"]]
+                check_compatible(old_cols, new_cols, spec.table)
+                if row[0] > spec.version:
+                    raise SchemaError(f"table {spec.table} is at schema v{row[0]}, newer than v{spec.version}")
+            db.execute(
+                "INSERT INTO tables VALUES (?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                "schema_version=excluded.schema_version, spec=excluded.spec, location=excluded.location",
+                (spec.table, spec.version, orjson.dumps({"columns": new_cols}).decode(), location),
+            )
+
+    def get_partition(self, table: str, dt: str) -> Partition | None:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM partitions WHERE tbl=? AND dt=?", (table, dt)).fetchone()
+        return _partition(row) if row else None
+
+    def list_partitions(self, table: str) -> list[Partition]:
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM partitions WHERE tbl=? ORDER BY dt", (table,)).fetchall()
+        return [_partition(r) for r in rows]
+
+    def publish(self, table: str, partition: Partition, expected_version: str | None) -> None:
+        """Swap the pointer if it still is ``expected_version`` (compare-and-set)."""
+        with self._tx() as db:
+            row = db.execute("SELECT version FROM partitions WHERE tbl=? AND dt=?", (table, partition.dt)).fetchone()
+            current = row[0] if row else None
+            if current == partition.version:
+                return  # already published: idempotent
+            if current != expected_version:
+                raise ConcurrentPublishError(
+                    f"{table} dt={partition.dt} is at {current}, expected {expected_version}")
+            db.execute(
+                "INSERT INTO partitions VALUES (?,?,?,?,?,?,?) ON CONFLICT(tbl, dt) DO UPDATE SET "
+                "version=excluded.version, location=excluded.location, files=excluded.files, "
+                "rows=excluded.rows, published_at=excluded.published_at",
+                (table, partition.dt, partition.version, partition.location,
+                 orjson.dumps(list(partition.files)).decode(), partition.rows, partition.published_at),
+            )
+            db.execute("INSERT INTO publish_log VALUES (?,?,?,?,?,?)",
+                       (table, partition.dt, partition.version, current, time.time(), "publish"))
+
+    def drop_partition(self, table: str, dt: str) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT version FROM partitions WHERE tbl=? AND dt=?", (table, dt)).fetchone()
+            if row:
+                db.execute("DELETE FROM partitions WHERE tbl=? AND dt=?", (table, dt))
+                db.execute("INSERT INTO publish_log VALUES (?,?,?,?,?,?)",
+                           (table, dt, row[0], row[0], time.time(), "drop"))
+
+    def history(self, table: str, dt: str) -> list[tuple[str, str | None, float, str]]:
+        """(version, previous, when, action) for a partition, oldest first."""
+        with self._tx() as db:
+            return db.execute(
+                "SELECT version, previous, published_at, action FROM publish_log "
+                "WHERE tbl=? AND dt=? ORDER BY rowid", (table, dt)).fetchall()
+
+
+def _partition(row: tuple) -> Partition:
+    tbl, dt, version, location, files, rows, published_at = row
+    return Partition(tbl, dt, version, location, tuple(orjson.loads(files)), rows, published_at)
+
+
+def check_compatible(old: list[tuple[str, str]], new: list[tuple[str, str]], table: str) -> None:
+    """Allow only additive changes: every old column kept with its type, new ones appended."""
+    new_map = dict(new)
+    for name, typ in old:
+        if name not in new_map:
+            raise SchemaError(f"table {table}: column {name!r} was removed or renamed; that is not a compatible change")
+        if new_map[name] != typ:
+            raise SchemaError(f"table {table}: column {name!r} changes type {typ} -> {new_map[name]}; not compatible")
+    if [n for n, _ in new[: len(old)]] != [n for n, _ in old]:
+        raise SchemaError(f"table {table}: existing columns must keep their order; add new ones at the end")
+
+
+def open_catalog(settings) -> Catalog:
+    """Build the catalog the settings name."""
+    if settings.backend == "local":
+        return LocalCatalog(settings.root_path / "_catalog" / "catalog.sqlite")
+    from pipelines.glue import GlueCatalog  # arrives with the S3/Glue backend
+
+    return GlueCatalog.from_settings(settings)

@@ -1,0 +1,284 @@
+"""LAND: inbox objects -> raw ``dt=/hour=`` objects by event time, bad records -> quarantine.
+
+Each landing object is read once, each line parsed once. Raw and quarantine object names derive
+from the landing object's identity (key + ETag), and a ledger record written last marks the object
+as landed, so landing the same inbox again writes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from pipelines import layout
+from pipelines.lake import Lake
+from pipelines.normalize import Normalizer, Reject, partition_of
+from pipelines.storage import ObjectInfo
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class FileResult:
+    """What happened to one landing object. ``lines == landed + quarantined`` always."""
+
+    source_key: str
+    etag: str
+    size: int
+    digest: str
+    lines: int = 0
+    landed: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    file_reason: str | None = None
+    quarantine_key: str | None = None
+    skipped: bool = False
+
+    @property
+    def balanced(self) -> bool:
+        return self.lines == self.landed + self.quarantined
+
+
+@dataclass
+class LandReport:
+    """Totals of one landing pass; ``touched`` maps each event day written to its new rows."""
+
+    files: list[FileResult] = field(default_factory=list)
+    touched: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def new_files(self) -> list[FileResult]:
+        return [f for f in self.files if not f.skipped]
+
+    def total(self, name: str) -> int:
+        return sum(getattr(f, name) for f in self.new_files)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        c: Counter[str] = Counter()
+        for f in self.new_files:
+            c.update(f.reasons)
+            if f.file_reason:
+                c[f.file_reason] += 1
+        return dict(c)
+
+    @property
+    def quarantined_files(self) -> int:
+        return sum(1 for f in self.new_files if f.file_reason)
+
+
+class _Line:
+    __slots__ = ("line_no", "raw")
+
+    def __init__(self, line_no: int, raw: bytes):
+        self.line_no = line_no
+        self.raw = raw
+
+
+class _FileRejected(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def pending(lake: Lake, prefix: str = "") -> list[ObjectInfo]:
+    """Landing objects not landed yet (by identity), in key order."""
+    done = {k.rsplit("/", 1)[1].removesuffix(".json")
+            for k in (o.key for o in lake.storage.list("raw", layout.ledger_prefix(lake.spec)))}
+    return [o for o in lake.storage.list("landing", prefix)
+            if layout.object_digest(o.key, o.etag) not in done]
+
+
+def land_inbox(lake: Lake, prefix: str = "", keys: Iterable[str] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> LandReport:
+    """Land every pending landing object under ``prefix`` (or exactly ``keys``)."""
+    if keys is not None:
+        infos = [i for i in (lake.storage.head("landing", k) for k in keys) if i is not None]
+        done = set(_ledger_digests(lake))
+        todo = [i for i in infos if layout.object_digest(i.key, i.etag) not in done]
+    else:
+        todo = pending(lake, prefix)
+    report = LandReport()
+    touched: Counter[str] = Counter()
+    for n, info in enumerate(todo, 1):
+        result = land_object(lake, info)
+        report.files.append(result)
+        for out in result.outputs:
+            touched[out["dt"]] += out["rows"]
+        if progress:
+            progress(n, len(todo))
+    report.touched = dict(sorted(touched.items()))
+    return report
+
+
+def _ledger_digests(lake: Lake) -> Iterator[str]:
+    for o in lake.storage.list("raw", layout.ledger_prefix(lake.spec)):
+        yield o.key.rsplit("/", 1)[1].removesuffix(".json")
+
+
+def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
+    """Land one landing object: raw objects per (dt, hour), one quarantine object, one ledger record."""
+    spec, storage, settings = lake.spec, lake.storage, lake.settings
+    digest = layout.object_digest(info.key, info.etag)
+    source = layout.source_name(info.key)
+    arrival = datetime.fromtimestamp(info.mtime, tz=UTC).replace(microsecond=0)
+    result = FileResult(source_key=info.key, etag=info.etag, size=info.size, digest=digest)
+    normalizer = Normalizer(spec, timedelta(seconds=settings.future_tolerance_seconds))
+    data = storage.get("landing", info.key)
+
+    buckets: dict[tuple[date, int], list[bytes]] = defaultdict(list)
+    rejects: list[bytes] = []
+    reasons: Counter[str] = Counter()
+    try:
+        for line in _records(data, settings.max_line_bytes):
+            result.lines += 1
+            row = _parse(line, normalizer, arrival, info.key)
+            if isinstance(row, Reject):
+                reasons[row.reason] += 1
+                rejects.append(_quarantine_record(info, line, row))
+                continue
+            dt, hour = partition_of(row[spec.partition_from])
+            buckets[(dt, hour)].append(orjson.dumps(row, option=orjson.OPT_UTC_Z))
+    except _FileRejected as exc:
+        # The file cannot be read as a whole: keep it byte for byte, land nothing from it.
+        key = layout.quarantine_file_key(spec, arrival.date(), source, digest)
+        storage.put("quarantine", key, data)
+        storage.put("quarantine", key + ".reason.json", orjson.dumps({
+            "source_object": info.key, "source_etag": info.etag, "size": info.size,
+            "reason": exc.reason, "detail": exc.detail}, option=orjson.OPT_INDENT_2))
+        result = FileResult(source_key=info.key, etag=info.etag, size=info.size, digest=digest,
+                            file_reason=exc.reason, quarantine_key=key)
+        _write_ledger(lake, result)
+        return result
+
+    for (dt, hour), lines in sorted(buckets.items()):
+        key = layout.raw_key(spec, dt, hour, source, digest)
+        storage.put("raw", key, gzip.compress(b"\n".join(lines) + b"\n", compresslevel=6, mtime=0))
+        result.outputs.append({"key": key, "dt": dt.isoformat(), "hour": hour, "rows": len(lines)})
+        result.landed += len(lines)
+    if rejects:
+        key = layout.quarantine_lines_key(spec, arrival.date(), source, digest)
+        storage.put("quarantine", key, b"".join(rejects))
+        result.quarantine_key = key
+    result.quarantined = sum(reasons.values())
+    result.reasons = dict(sorted(reasons.items()))
+    if not result.balanced:  # a bug, never an input problem: refuse to record a lossy landing
+        raise AssertionError(f"conservation broken for {info.key}: {result}")
+    _write_ledger(lake, result)
+    return result
+
+
+def _write_ledger(lake: Lake, result: FileResult) -> None:
+    # Written last: its presence is what marks the object as landed.
+    lake.storage.put("raw", layout.ledger_key(lake.spec, result.digest),
+                     orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+
+
+def read_ledger(lake: Lake) -> list[FileResult]:
+    """Every landing record, oldest key first."""
+    out = []
+    for o in lake.storage.list("raw", layout.ledger_prefix(lake.spec)):
+        doc = orjson.loads(lake.storage.get("raw", o.key))
+        out.append(FileResult(**doc))
+    return out
+
+
+def _records(data: bytes, max_line_bytes: int) -> Iterator[_Line]:
+    """Split a landing object into records: NDJSON lines, or the elements of a JSON array."""
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _FileRejected("corrupt_gzip", f"gzip stream cannot be read: {exc}") from None
+    items = None
+    if data.lstrip()[:1] == b"[":
+        # A JSON-array file; if the whole does not parse, it is NDJSON whose first line is bad.
+        try:
+            items = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            items = None
+    if isinstance(items, list):
+        for n, item in enumerate(items, 1):
+            # re-serialised: the element's bytes inside the array are not separable otherwise
+            yield _Line(n, orjson.dumps(item))
+        return
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw.strip():
+            continue
+        yield _Line(n, raw if len(raw) <= max_line_bytes else _Oversized(raw))
+
+
+class _Oversized(bytes):
+    """Marks a line longer than the configured limit; it is quarantined unparsed."""
+
+
+def _parse(line: _Line, normalizer: Normalizer, arrival: datetime, source_key: str) -> dict | Reject:
+    raw = line.raw
+    if isinstance(raw, _Oversized):
+        return Reject("oversized_line", f"line of {len(raw)} bytes exceeds LAKE_MAX_LINE_BYTES")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return Reject("invalid_utf8", f"invalid UTF-8 at byte {uexc.start}")
+        return Reject("malformed_json", str(exc)[:200])
+    return normalizer.row(obj, arrival=arrival, source_object=source_key,
+                          source_line=line.line_no, ingested_at=arrival)
+
+
+def _quarantine_record(info: ObjectInfo, line: _Line, reject: Reject) -> bytes:
+    return orjson.dumps({
+        "source_object": info.key,
+        "source_etag": info.etag,
+        "line": line.line_no,
+        "reason": reject.reason,
+        "detail": reject.detail,
+        # base64 keeps the bytes exact, invalid UTF-8 included
+        "raw_base64": base64.b64encode(bytes(line.raw)).decode(),
+    }) + b"\n"
+
+
+def read_quarantine(lake: Lake) -> list[dict[str, Any]]:
+    """Every quarantined line record (with ``raw`` bytes decoded from base64)."""
+    out = []
+    prefix = layout.table_prefix(lake.spec) + "/lines/"
+    for o in lake.storage.list("quarantine", prefix):
+        for line in lake.storage.get("quarantine", o.key).splitlines():
+            rec = orjson.loads(line)
+            rec["raw"] = base64.b64decode(rec.pop("raw_base64"))
+            out.append(rec)
+    return out
+
+
+def read_raw_rows(lake: Lake, dt: str | None = None) -> list[dict[str, Any]]:
+    """All raw rows (or one day's) as dicts, times parsed back to UTC datetimes. For tests and tools."""
+    prefix = layout.raw_day_prefix(lake.spec, dt) if dt else layout.table_prefix(lake.spec) + "/dt="
+    times = [c.name for c in lake.spec.columns if c.type == "timestamp"]
+    rows = []
+    for o in lake.storage.list("raw", prefix):
+        for line in gzip.decompress(lake.storage.get("raw", o.key)).splitlines():
+            row = orjson.loads(line)
+            for name in times:
+                if row.get(name):
+                    row[name] = datetime.fromisoformat(row[name])
+            rows.append(row)
+    return rows
+
+
+def raw_objects(lake: Lake, dt: str | date) -> list[ObjectInfo]:
+    """The raw objects of one day."""
+    return list(lake.storage.list("raw", layout.raw_day_prefix(lake.spec, dt)))

@@ -1,0 +1,86 @@
+"""PUBLISH: move the catalog pointer of a partition to an audited version; retire old versions.
+
+Readers resolve a partition through the catalog only, so the pointer swap is the single moment a
+new version becomes visible. Superseded versions stay readable for a grace period, for queries
+already planned against them, and are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+
+from pipelines import layout
+from pipelines.catalog import Partition
+from pipelines.compact import read_manifest
+from pipelines.errors import AuditError, NotFoundError
+from pipelines.lake import Lake
+from pipelines.verify import read_audit
+
+
+@dataclass
+class PublishResult:
+    """What the catalog pointed at before and after."""
+
+    dt: str
+    version: str
+    previous: str | None
+    location: str
+    changed: bool
+
+
+def publish_version(lake: Lake, dt: str | date, version: str) -> PublishResult:
+    """Publish ``version`` of ``dt``; refuses a version whose recorded audit did not pass."""
+    day = layout.parse_dt(dt).isoformat()
+    spec = lake.spec
+    manifest = read_manifest(lake, day, version)
+    if manifest is None:
+        raise NotFoundError(f"version {version} of dt={day} is incomplete (no manifest)")
+    audit = read_audit(lake, day, version)
+    if audit is None or not audit.get("passed"):
+        raise AuditError(f"version {version} of dt={day} has not passed its audit; not publishing")
+    lake.catalog.ensure_table(spec, lake.storage.uri("curated", layout.table_prefix(spec) + "/"))
+    current = lake.catalog.get_partition(spec.table, day)
+    location = lake.storage.uri("curated", layout.version_prefix(spec, day, version))
+    if current is not None and current.version == version:
+        return PublishResult(day, version, version, location, changed=False)
+    partition = Partition(
+        table=spec.table, dt=day, version=version, location=location,
+        files=tuple(lake.storage.uri("curated", o["key"]) for o in manifest["outputs"]),
+        rows=manifest["counts"]["rows"], published_at=time.time())
+    lake.catalog.publish(spec.table, partition, expected_version=current.version if current else None)
+    return PublishResult(day, version, current.version if current else None, location, changed=True)
+
+
+def retire_versions(lake: Lake, dt: str | date, *, now: float | None = None,
+                    grace_seconds: int | None = None) -> list[str]:
+    """Delete versions of ``dt`` that are not published, once the grace period has passed.
+
+    A superseded version is kept for the grace period after its successor was published; an
+    incomplete one (no manifest: a killed run) for the grace period after it was last written,
+    since it may belong to a compaction still in progress.
+    """
+    spec = lake.spec
+    day = layout.parse_dt(dt).isoformat()
+    now = time.time() if now is None else now
+    grace = lake.settings.retire_grace_seconds if grace_seconds is None else grace_seconds
+    current = lake.catalog.get_partition(spec.table, day)
+    prefix = layout.partition_prefix(spec, day)
+    versions: dict[str, list] = {}
+    for o in lake.storage.list("curated", prefix):
+        version = o.key[len(prefix):].split("/", 1)[0]
+        versions.setdefault(version, []).append(o)
+    retired = []
+    for version, objects in sorted(versions.items()):
+        if current is not None and version == current.version:
+            continue
+        newest = max(o.mtime for o in objects)
+        complete = any(o.key.endswith("/_manifest.json") for o in objects)
+        since = current.published_at if (complete and current is not None) else newest
+        if complete and current is None:
+            continue  # never published and nothing supersedes it: leave for a publish
+        if now - since >= grace:
+            lake.storage.delete("curated", [o.key for o in objects])
+            retired.append(version)
+    return retired

@@ -1,0 +1,50 @@
+"""What the lake holds per day: landed, compacted, published, and whether published is current."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from pipelines import layout
+from pipelines.compact import read_manifest, version_id
+from pipelines.lake import Lake
+from pipelines.storage import ObjectInfo
+
+
+@dataclass
+class DayStatus:
+    """One day of the table."""
+
+    dt: str
+    raw_objects: int
+    raw_bytes: int
+    published_version: str | None
+    published_rows: int | None
+    duplicates: int | None
+    current: bool  # the published version covers every raw object of the day
+
+
+def day_status(lake: Lake) -> list[DayStatus]:
+    """Status of every day that has raw objects or a published partition."""
+    spec = lake.spec
+    raw: dict[str, list[ObjectInfo]] = defaultdict(list)
+    base = layout.table_prefix(spec) + "/dt="
+    for o in lake.storage.list("raw", base):
+        raw[o.key[len(base):].split("/", 1)[0]].append(o)
+    parts = {p.dt: p for p in lake.catalog.list_partitions(spec.table)}
+    out = []
+    for dt in sorted(set(raw) | set(parts)):
+        p = parts.get(dt)
+        manifest = read_manifest(lake, dt, p.version) if p else None
+        inputs = raw.get(dt, [])
+        current = bool(p and inputs and version_id(lake, layout.parse_dt(dt), inputs) == p.version)
+        out.append(DayStatus(
+            dt=dt, raw_objects=len(inputs), raw_bytes=sum(o.size for o in inputs),
+            published_version=p.version if p else None, published_rows=p.rows if p else None,
+            duplicates=manifest["counts"]["duplicates"] if manifest else None, current=current))
+    return out
+
+
+def stale_days(lake: Lake) -> list[str]:
+    """Days whose raw objects are not all in the published version (new or late events)."""
+    return [d.dt for d in day_status(lake) if d.raw_objects and not d.current]

@@ -1,0 +1,225 @@
+"""Object storage behind one interface: a local folder per bucket role, or S3 buckets.
+
+Keys are always ``/``-separated and relative to a role's bucket. Every key is validated before it
+becomes a path, so a value from an event can never escape its bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from pipelines.config import ROLES, LakeSettings
+from pipelines.errors import ConfigError, NotFoundError
+
+_KEY_PART = re.compile(r"^[A-Za-z0-9._=\-+@]+$")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: its key within the role's bucket, size, identity tag and mtime."""
+
+    key: str
+    size: int
+    etag: str
+    mtime: float
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if every segment is a plain name; raise ``ValueError`` otherwise."""
+    if not key or len(key) > 1024 or key.startswith("/") or "\x00" in key:
+        raise ValueError(f"invalid object key {key!r}")
+    # a trailing "/" names a prefix (a version directory, a table location)
+    for part in key.removesuffix("/").split("/"):
+        if part in ("", ".", "..") or not _KEY_PART.match(part):
+            raise ValueError(f"invalid object key {key!r}: segment {part!r}")
+    return key
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What the stages need from object storage."""
+
+    def list(self, role: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under ``prefix``, in key order."""
+
+    def head(self, role: str, key: str) -> ObjectInfo | None:
+        """The object's info, or None when it does not exist."""
+
+    def get(self, role: str, key: str) -> bytes:
+        """The whole object."""
+
+    def open(self, role: str, key: str) -> BinaryIO:
+        """A readable binary stream over the object."""
+
+    def put(self, role: str, key: str, data: bytes) -> ObjectInfo:
+        """Write an object atomically: readers see the old bytes or the new, never a part."""
+
+    def put_file(self, role: str, key: str, path: Path) -> ObjectInfo:
+        """Upload a local file atomically (multipart where the backend has it)."""
+
+    def delete(self, role: str, keys: Iterable[str]) -> int:
+        """Delete objects; missing ones are ignored. Returns how many were deleted."""
+
+    def uri(self, role: str, key: str) -> str:
+        """An address DuckDB and pyarrow can read: a local path or ``s3://bucket/key``."""
+
+
+class LocalStorage:
+    """One folder per bucket role under the lake root; the embedded default."""
+
+    def __init__(self, root: Path, bucket_names: dict[str, str] | None = None):
+        self.root = Path(root)
+        self._dirs = {role: self.root / (bucket_names or {}).get(role, role) for role in ROLES}
+        self._etags: dict[tuple[str, int, int], str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: LakeSettings) -> LocalStorage:
+        return cls(settings.root_path)
+
+    def _dir(self, role: str) -> Path:
+        try:
+            return self._dirs[role]
+        except KeyError:
+            raise ValueError(f"unknown bucket role {role!r}") from None
+
+    def _path(self, role: str, key: str) -> Path:
+        return self._dir(role) / validate_key(key)
+
+    def list(self, role: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._dir(role)
+        if not base.exists():
+            return iter(())
+        # Walk only the deepest folder the prefix names fully, then filter by the rest.
+        head, _, _ = prefix.rpartition("/")
+        start = base / head if head else base
+        if head:
+            validate_key(head)
+        if not start.exists():
+            return iter(())
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".tmp-")]
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    continue  # an upload in progress is not an object yet
+                full = Path(dirpath) / name
+                key = full.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    found.append(key)
+        return (self._info(base / k, k) for k in sorted(found))
+
+    def _info(self, path: Path, key: str) -> ObjectInfo:
+        st = path.stat()
+        return ObjectInfo(key=key, size=st.st_size, etag=self._etag(path, st), mtime=st.st_mtime)
+
+    def _etag(self, path: Path, st: os.stat_result) -> str:
+        # A content digest, like S3's ETag of a single-part upload: the same bytes written again
+        # keep their identity, so re-delivering a file does not land it twice. Cached per
+        # (path, size, mtime) because listings ask for it often and files rarely change.
+        cache_key = (str(path), st.st_size, st.st_mtime_ns)
+        tag = self._etags.get(cache_key)
+        if tag is None:
+            h = hashlib.blake2b(digest_size=16)
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            tag = h.hexdigest()
+            if len(self._etags) > 200_000:
+                self._etags.clear()
+            self._etags[cache_key] = tag
+        return tag
+
+    def head(self, role: str, key: str) -> ObjectInfo | None:
+        path = self._path(role, key)
+        return self._info(path, key) if path.is_file() else None
+
+    def get(self, role: str, key: str) -> bytes:
+        try:
+            return self._path(role, key).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"no object {role}/{key}") from None
+
+    def open(self, role: str, key: str) -> BinaryIO:
+        try:
+            return self._path(role, key).open("rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"no object {role}/{key}") from None
+
+    def put(self, role: str, key: str, data: bytes) -> ObjectInfo:
+        path = self._path(role, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self._info(path, key)
+
+    def put_file(self, role: str, key: str, path: Path) -> ObjectInfo:
+        dest = self._path(role, key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self._info(dest, key)
+
+    def delete(self, role: str, keys: Iterable[str]) -> int:
+        n = 0
+        for key in keys:
+            path = self._path(role, key)
+            try:
+                path.unlink()
+                n += 1
+            except FileNotFoundError:
+                continue
+            _prune_empty(path.parent, self._dir(role))
+        return n
+
+    def uri(self, role: str, key: str) -> str:
+        return str(self._path(role, key)) + ("/" if key.endswith("/") else "")
+
+    def local_dir(self, role: str) -> Path:
+        """The folder that holds a role's objects (embedded backend only)."""
+        return self._dir(role)
+
+
+def _prune_empty(folder: Path, stop: Path) -> None:
+    while folder != stop and folder.is_dir():
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def open_storage(settings: LakeSettings) -> Storage:
+    """Build the storage backend the settings name."""
+    if settings.backend == "local":
+        return LocalStorage.from_settings(settings)
+    if settings.backend == "s3":
+        try:
+            from pipelines.s3 import S3Storage
+        except ImportError as exc:  # pragma: no cover - arrives with the S3 backend
+            raise ConfigError("the s3 backend is not available in this build") from exc
+        return S3Storage.from_settings(settings)
+    raise ConfigError(f"unknown backend {settings.backend!r}")

@@ -1,0 +1,157 @@
+"""AUDIT and VERIFY with DuckDB: checks a partition version must pass before it is published.
+
+Each check recounts from the files themselves (the raw objects and the new Parquet files), never
+from the numbers compaction wrote down, so a bug in compaction cannot vouch for itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import orjson
+
+from pipelines import duck, layout
+from pipelines.compact import read_manifest
+from pipelines.errors import NotFoundError
+from pipelines.lake import Lake
+
+
+@dataclass
+class Check:
+    """One audit check: a stable name, whether it passed, what it means and what it measured."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AuditReport:
+    """All checks of one partition version."""
+
+    dt: str
+    version: str
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"dt={self.dt} {self.version}: all {len(self.checks)} checks passed"
+        return f"dt={self.dt} {self.version}: failed " + "; ".join(
+            f"{c.name} ({c.description}: {c.metadata})" for c in self.failures())
+
+
+#: every audit check, by name, with what it guarantees
+CHECK_DESCRIPTIONS = {
+    "conservation": "raw events = curated rows + duplicates dropped, and every distinct raw event id is kept",
+    "unique_event_id": "no event id appears twice",
+    "event_time_in_partition": "every event_time falls inside the partition's UTC day",
+    "schema_matches_spec": "columns and types equal the schema file",
+    "required_not_null": "required columns are never null",
+    "sorted": "rows are sorted by the sort keys, within and across files",
+}
+
+
+def audit_version(lake: Lake, dt: str | date, version: str) -> AuditReport:
+    """Run every check on an unpublished (or published) version and record the result beside it."""
+    day = layout.parse_dt(dt)
+    manifest = read_manifest(lake, day, version)
+    if manifest is None:
+        raise NotFoundError(f"version {version} of dt={day} has no manifest: it was never completed")
+    spec = lake.spec
+    parts = [lake.storage.uri("curated", o["key"]) for o in manifest["outputs"]]
+    raws = [lake.storage.uri("raw", o["key"]) for o in manifest["inputs"]]
+    con = duck.connect(lake.settings)
+    checks: list[Check] = []
+    try:
+        key = duck.ident(spec.dedupe_key)
+        pq = f"read_parquet({duck.list_literal(parts)}, hive_partitioning=false)" if parts else None
+        (raw_n, raw_ids) = con.execute(
+            f"SELECT count(*), count(DISTINCT {key}) FROM read_json({duck.list_literal(raws)}, "
+            f"columns={duck.struct_literal({spec.dedupe_key: 'VARCHAR'})}, format='newline_delimited', "
+            "compression='gzip', maximum_object_size=16777216)").fetchone()
+        rows, ids, tmin, tmax, outside = con.execute(
+            f"SELECT count(*), count(DISTINCT {key}), min(event_time), max(event_time), "
+            f"count(*) FILTER (WHERE NOT (event_time >= ?::TIMESTAMPTZ AND event_time < ?::TIMESTAMPTZ)) "
+            f"FROM {pq}", [_utc(day), _utc(day + timedelta(days=1))]).fetchone() if pq else (0, 0, None, None, 0)
+        counts = manifest["counts"]
+        checks.append(Check(
+            "conservation",
+            raw_n == counts["raw_events"] and rows == counts["rows"] and raw_n == rows + counts["duplicates"]
+            and rows == raw_ids,
+            "raw events = curated rows + duplicates dropped, and every distinct raw event id is kept",
+            {"raw_events": raw_n, "raw_distinct_ids": raw_ids, "rows": rows,
+             "duplicates": counts["duplicates"], "manifest_rows": counts["rows"]}))
+        checks.append(Check("unique_event_id", rows == ids, "no event id appears twice",
+                            {"rows": rows, "distinct_event_ids": ids}))
+        checks.append(Check("event_time_in_partition", outside == 0,
+                            f"every event_time is inside {day} UTC",
+                            {"outside": outside, "min": str(tmin), "max": str(tmax)}))
+        checks.append(_schema_check(lake, con, pq))
+        checks.append(_required_check(lake, con, pq))
+        checks.append(_sorted_check(lake, con, parts))
+    finally:
+        con.close()
+    report = AuditReport(day.isoformat(), version, checks)
+    lake.storage.put("curated", layout.audit_key(spec, day, version),
+                     orjson.dumps(asdict(report) | {"passed": report.passed}, option=orjson.OPT_INDENT_2,
+                                  default=str))
+    return report
+
+
+def read_audit(lake: Lake, dt: str | date, version: str) -> dict[str, Any] | None:
+    """The recorded audit of a version, or None."""
+    key = layout.audit_key(lake.spec, dt, version)
+    if lake.storage.head("curated", key) is None:
+        return None
+    return orjson.loads(lake.storage.get("curated", key))
+
+
+def _utc(day: date) -> str:
+    return datetime.combine(day, time(0), tzinfo=UTC).isoformat()
+
+
+def _schema_check(lake: Lake, con, pq: str | None) -> Check:
+    expected = [(c.name, c.duckdb_type) for c in lake.spec.columns]
+    if pq is None:
+        return Check("schema_matches_spec", False, "columns and types equal the spec", {"error": "no files"})
+    found = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {pq}").fetchall()]
+    diff = [f"{e} != {f}" for e, f in zip(expected, found, strict=False) if e != f]
+    if len(expected) != len(found):
+        diff.append(f"{len(found)} columns, spec has {len(expected)}")
+    return Check("schema_matches_spec", not diff, "columns and types equal the spec",
+                 {"columns": len(found), "differences": diff[:10]})
+
+
+def _required_check(lake: Lake, con, pq: str | None) -> Check:
+    spec = lake.spec
+    conds = [f"{duck.ident(c.name)} IS NULL" for c in spec.columns if not c.nullable]
+    conds += ["(" + " AND ".join(f"{duck.ident(n)} IS NULL" for n in group) + ")" for group in spec.required_any]
+    (bad,) = con.execute(f"SELECT count(*) FROM {pq} WHERE {' OR '.join(conds)}").fetchone() if pq else (0,)
+    return Check("required_not_null", bad == 0, "required columns are never null", {"rows_with_nulls": bad})
+
+
+def _sorted_check(lake: Lake, con, parts: list[str]) -> Check:
+    spec = lake.spec
+    first = duck.ident(spec.sort_keys[0])
+    bad, prev_max, inversions = 0, None, 0
+    for path in parts:
+        # file order is the published order; rows of each file are read in file order
+        (n, lo, hi) = con.execute(
+            f"SELECT count(*) FILTER (WHERE {first} < prev), min({first}), max({first}) FROM "
+            f"(SELECT {first}, lag({first}) OVER () AS prev FROM read_parquet({duck.literal(path)}, hive_partitioning=false))").fetchone()
+        bad += n
+        if prev_max is not None and lo is not None and lo < prev_max:
+            inversions += 1
+        prev_max = hi if hi is not None else prev_max
+    return Check("sorted", bad == 0 and inversions == 0, f"rows are sorted by {', '.join(spec.sort_keys)}",
+                 {"out_of_order_rows": bad, "overlapping_files": inversions})

@@ -1,0 +1,120 @@
+"""Write-audit-publish for one day: the unit every scheduler, backfill and CLI command runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from pipelines import layout
+from pipelines.compact import CompactResult, compact_day, read_manifest
+from pipelines.errors import AuditError
+from pipelines.lake import Lake
+from pipelines.land import raw_objects
+from pipelines.publish import PublishResult, publish_version, retire_versions
+from pipelines.verify import AuditReport, audit_version, read_audit
+
+
+@dataclass
+class DayResult:
+    """Everything one day's run did: the version written, its audit, the publish and clean-up."""
+
+    compact: CompactResult
+    audit: AuditReport
+    publish: PublishResult | None
+    retired: list[str]
+
+    @property
+    def dt(self) -> str:
+        return self.compact.dt
+
+    @property
+    def version(self) -> str:
+        return self.compact.version
+
+
+def write_and_audit(lake: Lake, dt: str | date) -> tuple[CompactResult, AuditReport]:
+    """Write a new version of ``dt`` and audit it; nothing becomes visible."""
+    result = compact_day(lake, dt)
+    return result, audit_version(lake, result.dt, result.version)
+
+
+def publish_audited(lake: Lake, result: CompactResult, audit: AuditReport) -> tuple[PublishResult, list[str]]:
+    """Publish an audited version and retire versions whose grace period has passed."""
+    if not audit.passed:
+        raise AuditError(audit.summary())
+    published = publish_version(lake, result.dt, result.version)
+    return published, retire_versions(lake, result.dt)
+
+
+def process_day(lake: Lake, dt: str | date) -> DayResult:
+    """Compact, audit and publish one day. A failed audit raises and leaves the old version live."""
+    result, audit = write_and_audit(lake, dt)
+    published, retired = publish_audited(lake, result, audit)
+    return DayResult(result, audit, published, retired)
+
+
+@dataclass
+class StagedBatch:
+    """Staged (written and audited, not yet published) versions of several days."""
+
+    staged: list[tuple[CompactResult, AuditReport]]
+    no_data: list[str]
+
+    @property
+    def failed(self) -> list[AuditReport]:
+        return [a for _, a in self.staged if not a.passed]
+
+    def check(self, name: str) -> tuple[bool, dict[str, object]]:
+        """One audit check over every staged day: passed only if it passed on all of them."""
+        per_day = {a.dt: c for _, a in self.staged for c in a.checks if c.name == name}
+        failed = sorted(dt for dt, c in per_day.items() if not c.passed)
+        meta: dict[str, object] = {"days": len(per_day), "failed_days": failed}
+        if len(per_day) == 1:
+            meta.update(next(iter(per_day.values())).metadata)
+        else:
+            meta["by_day"] = {dt: c.metadata for dt, c in sorted(per_day.items())}
+        return (bool(per_day) and not failed), meta
+
+    def totals(self) -> dict[str, int]:
+        keys = ("raw_events", "rows", "duplicates", "files_in", "files_out", "bytes_in", "bytes_out")
+        return {k: sum(r.counts[k] for r, _ in self.staged) for k in keys}
+
+
+def stage_days(lake: Lake, dts: list[str]) -> StagedBatch:
+    """Write and audit each day that has raw data; days without any are listed, not failed."""
+    staged, no_data = [], []
+    for dt in dts:
+        if not raw_objects(lake, dt):
+            no_data.append(str(dt))
+            continue
+        staged.append(write_and_audit(lake, dt))
+    return StagedBatch(staged, no_data)
+
+
+def latest_audited(lake: Lake, dt: str | date) -> tuple[str, dict] | None:
+    """The newest version of ``dt`` whose audit passed: (version, manifest), or None."""
+    spec = lake.spec
+    prefix = layout.partition_prefix(spec, dt)
+    best = None
+    for o in lake.storage.list("curated", prefix):
+        if not o.key.endswith("/_audit.json"):
+            continue
+        version = o.key[len(prefix):].split("/", 1)[0]
+        audit = read_audit(lake, dt, version)
+        manifest = read_manifest(lake, dt, version)
+        if audit and audit.get("passed") and manifest and (best is None or manifest["created_at"] > best[1]["created_at"]):
+            best = (version, manifest)
+    return best
+
+
+def publish_days(lake: Lake, dts: list[str]) -> tuple[list[tuple[PublishResult, list[str]]], list[str]]:
+    """Publish the newest audited version of each day; returns (results, days with nothing staged)."""
+    done, missing = [], []
+    for dt in dts:
+        found = latest_audited(lake, dt)
+        if found is None:
+            missing.append(str(dt))
+            continue
+        published = publish_version(lake, dt, found[0])
+        done.append((published, retire_versions(lake, dt)))
+    return done, missing
