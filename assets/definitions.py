@@ -3,7 +3,14 @@
 import dagster as dg
 
 from assets.curated import events, events_staged
-from assets.jobs import compact_job, compact_schedule, inbox_sensor, land_job, tier_job, tier_schedule
+from assets.jobs import (
+    compact_job,
+    compact_schedule,
+    inbox_sensor,
+    land_job,
+    tier_job,
+    tier_schedule,
+)
 from assets.landing import raw_events
 from assets.resources import LakeResource
 from assets.tiering import tiering_plan

@@ -25,7 +25,8 @@ class DemoResult:
 
     generated: DemoReport
     days: list[DayStatus]
-    quarantined_by_arrival: dict[str, int]
+    landing: dict[str, int]  # lines, landed, quarantined, quarantined_files over every landing file
+    quarantine_reasons: dict[str, int]
     run_ids: list[str]
 
 
@@ -41,25 +42,28 @@ def run_demo(lake: Lake, *, days: int = 7, events_per_day: int = 2000, files_per
         f"({generated.bad_lines} bad, {generated.corrupt_files} corrupt file) for {start}..{today - timedelta(days=1)}")
     instance = instance or open_instance()
     config = {"resources": {"lake": {"config": {"root": str(lake.settings.root_path),
-                                                "backend": lake.settings.backend}}}}
+                                                "backend": lake.settings.backend}}},
+              "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     run_ids = []
 
-    def run(job_name: str, **kwargs) -> None:
+    def run(job_name: str, label: str = "", **kwargs) -> None:
         result = defs.resolve_job_def(job_name).execute_in_process(
             run_config=config, instance=instance, raise_on_error=True, **kwargs)
         run_ids.append(result.run_id)
-        log(f"dagster run {result.run_id[:8]} {job_name} {kwargs.get('tags', {}).get('dagster/asset_partition_range_start', '')}: success")
+        log(f"dagster run {result.run_id[:8]} {job_name} {label}: success")
 
     run("land_inbox")
     touched = sorted({o["dt"] for f in read_ledger(lake) for o in f.outputs})
     if touched:
         # One run over the whole range, as a UI backfill with the backfill policy would do.
-        run("compact_day", tags={"dagster/asset_partition_range_start": touched[0],
+        run("compact_day", f"dt {touched[0]}..{touched[-1]}", tags={"dagster/asset_partition_range_start": touched[0],
                                  "dagster/asset_partition_range_end": touched[-1]})
     run("tier")
-    quarantined: dict[str, int] = {}
-    for f in read_ledger(lake):
-        if f.quarantined or f.file_reason:
-            arrival = f.quarantine_key.split("arrival=", 1)[1].split("/", 1)[0]
-            quarantined[arrival] = quarantined.get(arrival, 0) + f.quarantined + (f.file_reason is not None)
-    return DemoResult(generated, day_status(lake), quarantined, run_ids)
+    ledger = read_ledger(lake)
+    reasons: dict[str, int] = {}
+    for f in ledger:
+        for reason, n in (f.reasons | ({f.file_reason: 1} if f.file_reason else {})).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    totals = {k: sum(getattr(f, k) for f in ledger) for k in ("lines", "landed", "quarantined")}
+    totals["quarantined_files"] = sum(1 for f in ledger if f.file_reason)
+    return DemoResult(generated, day_status(lake), totals, reasons, run_ids)

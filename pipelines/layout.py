@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import date
+from datetime import date, datetime
 
 from pipelines.schema import TableSpec
 
@@ -18,6 +18,8 @@ _VERSION = re.compile(r"^v-[0-9a-f]{16}$")
 
 def parse_dt(value: str | date) -> date:
     """A partition date from ``YYYY-MM-DD`` (or a date), with a clear error otherwise."""
+    if isinstance(value, datetime):  # a datetime is a date too; its key part is the day alone
+        return value.date()
     if isinstance(value, date):
         return value
     if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):

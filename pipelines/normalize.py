@@ -35,7 +35,8 @@ class _Rejected(Exception):
 def parse_time(value: Any, field: str) -> datetime | None:
     """Parse an SDK time value to an aware UTC datetime; None when absent.
 
-    Raises ``_Rejected`` (unparseable_time) for a value that is present but not a time.
+    Raises ``_Rejected`` (unparseable_time) for a value that is present but not a time, and
+    (time_out_of_range) for a valid time that has no UTC datetime (``0001-01-01T00:00+01:00``).
     """
     if value is None:
         return None
@@ -62,7 +63,11 @@ def parse_time(value: Any, field: str) -> datetime | None:
         raise _Rejected("unparseable_time", f"{field}={value[:80]!r} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # one such event must be quarantined, not crash the whole landing pass on every retry
+        raise _Rejected("time_out_of_range", f"{field}={value[:80]!r} has no UTC equivalent") from None
 
 
 def event_time(ts: datetime | None, original: datetime | None, sent: datetime | None,
@@ -71,7 +76,12 @@ def event_time(ts: datetime | None, original: datetime | None, sent: datetime | 
     if ts is not None:
         return ts, "timestamp"
     if original is not None and sent is not None and received is not None:
-        return original + (received - sent), "original_corrected"
+        try:
+            return original + (received - sent), "original_corrected"
+        except OverflowError:
+            # a skew that pushes the time past year 1 or 9999 is out of range, not a crash
+            raise _Rejected("time_out_of_range",
+                            "originalTimestamp corrected by receivedAt - sentAt is out of range") from None
     if received is not None:
         return received, "received_at"
     if original is not None:

@@ -119,7 +119,7 @@ def plan(lake: Lake, policy: TieringPolicy | None = None, today: date | None = N
         manifest = read_manifest(lake, dt, p.version) if p else None
         covered = manifest and {i["key"] for i in manifest["inputs"]} >= {o.key for o in objs}
         if covered:
-            on = date.fromtimestamp(manifest["created_at"]) + timedelta(days=policy.raw_expire_after_compacted_days)
+            on = datetime.fromtimestamp(manifest["created_at"], UTC).date() + timedelta(days=policy.raw_expire_after_compacted_days)
             expiries.append(Expiry("raw", f"dt={dt}", len(objs), size, on.isoformat()))
             if on <= today:
                 continue

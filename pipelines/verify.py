@@ -61,8 +61,11 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-def audit_version(lake: Lake, dt: str | date, version: str) -> AuditReport:
-    """Run every check on an unpublished (or published) version and record the result beside it."""
+def audit_version(lake: Lake, dt: str | date, version: str, *, record: bool = True) -> AuditReport:
+    """Run every check on a version; ``record`` writes the result beside it (publishing needs it).
+
+    Re-verifying a published version (``lake verify``) passes ``record=False``: it only reads.
+    """
     day = layout.parse_dt(dt)
     manifest = read_manifest(lake, day, version)
     if manifest is None:
@@ -102,9 +105,10 @@ def audit_version(lake: Lake, dt: str | date, version: str) -> AuditReport:
     finally:
         con.close()
     report = AuditReport(day.isoformat(), version, checks)
-    lake.storage.put("curated", layout.audit_key(spec, day, version),
-                     orjson.dumps(asdict(report) | {"passed": report.passed}, option=orjson.OPT_INDENT_2,
-                                  default=str))
+    if record:
+        lake.storage.put("curated", layout.audit_key(spec, day, version),
+                         orjson.dumps(asdict(report) | {"passed": report.passed},
+                                      option=orjson.OPT_INDENT_2, default=str))
     return report
 
 

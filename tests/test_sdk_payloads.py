@@ -570,7 +570,7 @@ def test_rudderstack_max_size_event_lands(server: CaptureServer, make_client, tm
     )
     assert ok and small_ok and errors == []
     server.wait_for(2, timeout=15)
-    lake, report, rows = _land(tmp_path, sdk.name, server.as_ndjson())
+    _lake, report, rows = _land(tmp_path, sdk.name, server.as_ndjson())
 
     (fr,) = report.files
     assert (fr.lines, fr.landed, fr.quarantined) == (2, 2, 0)

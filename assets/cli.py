@@ -1,0 +1,65 @@
+"""The ``lake`` command: the engine's commands plus the ones that go through Dagster.
+
+``lake demo`` runs the Dagster jobs of :mod:`assets.definitions` in-process; ``lake ui`` starts
+the Dagster webserver and daemon on the same definitions and instance.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from assets.instance import dagster_home
+from pipelines.cli import _out, app, context_lake
+
+REPO = Path(__file__).resolve().parent.parent
+
+__all__ = ["app"]
+
+
+@app.command()
+def demo(ctx: typer.Context,
+         days: int = typer.Option(7, min=1, max=366, help="Days of events, ending yesterday (UTC)."),
+         events_per_day: int = typer.Option(2000, min=10, help="Distinct events per day."),
+         files_per_day: int = typer.Option(40, min=2, help="Landing files per day."),
+         seed: int = typer.Option(7, help="Seed of the generator: same seed, same data.")) -> None:
+    """Generate demo events, then land, compact, audit, publish and plan tiering through Dagster."""
+    from assets.demo import run_demo  # imports Dagster: only for this command
+
+    lake = context_lake(ctx, must_exist=False)
+    out = _out()
+    result = run_demo(lake, days=days, events_per_day=events_per_day, files_per_day=files_per_day,
+                      seed=seed, log=lambda m: out.print(m, markup=False, highlight=False))
+    table = Table(title=f"clickstream.events at {lake.settings.root_path}", title_justify="left")
+    for col in ("dt", "rows", "duplicates dropped", "raw files", "published version"):
+        table.add_column(col, no_wrap=True)
+    for d in result.days:
+        table.add_row(d.dt, str(d.published_rows or 0), str(d.duplicates or 0), str(d.raw_objects),
+                      d.published_version or "-")
+    out.print(table)
+    t = result.landing
+    out.print(f"landing: {t['lines']} lines read = {t['landed']} landed + {t['quarantined']} quarantined; "
+              f"{t['quarantined_files']} unreadable file(s) kept whole", markup=False)
+    out.print("quarantine reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(result.quarantine_reasons.items())),
+              markup=False)
+    out.print("next: `uv run lake query \"select dt, count(*) from events group by dt order by dt\"`, "
+              "`uv run lake status`, `uv run lake ui`", markup=False)
+
+
+@app.command()
+def ui(host: str = typer.Option("127.0.0.1", help="Address the webserver listens on."),
+       port: int = typer.Option(3000, help="Port of the webserver.")) -> None:
+    """Start the Dagster UI and daemon (``dagster dev``) on this project's definitions."""
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
+           "-h", host, "-p", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env=env, cwd=REPO))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
