@@ -55,10 +55,13 @@ def demo(ctx: typer.Context,
 def ui(host: str = typer.Option("127.0.0.1", help="Address the webserver listens on."),
        port: int = typer.Option(3000, help="Port of the webserver.")) -> None:
     """Start the Dagster UI and daemon (``dagster dev``) on this project's definitions."""
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
+    home = dagster_home()
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
            "-h", host, "-p", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env=env, cwd=REPO))
+    # Run from DAGSTER_HOME: started in the repo, Dagster warns that the repo's dagster.yaml is
+    # not the instance's (it is the template copied into DAGSTER_HOME).
+    raise typer.Exit(subprocess.call(cmd, env=env, cwd=home))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,8 @@ class LakeSettings:
     max_line_bytes: int = 5 * MiB
     target_file_bytes: int = 256 * MiB
     row_group_rows: int = 122_880
+    #: processes that land files in parallel; 0 means one per core
+    land_workers: int = 0
     duckdb_memory_limit: str = "1GB"
     duckdb_threads: int = 2
     #: how long a superseded version stays readable for queries already planned against it
@@ -86,6 +88,8 @@ class LakeSettings:
             raise ConfigError("LAKE_MAX_LINE_BYTES must admit at least 64 KiB (SDK events reach 32 KiB)")
         if self.target_file_bytes < MiB:
             raise ConfigError("LAKE_TARGET_FILE_BYTES must be at least 1 MiB")
+        if self.land_workers < 0:
+            raise ConfigError("LAKE_LAND_WORKERS must be 0 (one per core) or more")
         if self.duckdb_threads < 1:
             raise ConfigError("LAKE_DUCKDB_THREADS must be at least 1")
 

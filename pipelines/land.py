@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import gzip
+import multiprocessing
+import os
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -110,15 +113,49 @@ def land_inbox(lake: Lake, prefix: str = "", keys: Iterable[str] | None = None,
         todo = pending(lake, prefix)
     report = LandReport()
     touched: Counter[str] = Counter()
-    for n, info in enumerate(todo, 1):
-        result = land_object(lake, info)
+    for n, result in enumerate(_land_all(lake, todo), 1):
         report.files.append(result)
         for out in result.outputs:
             touched[out["dt"]] += out["rows"]
         if progress:
             progress(n, len(todo))
+    report.files.sort(key=lambda f: f.source_key)
     report.touched = dict(sorted(touched.items()))
     return report
+
+
+def _land_all(lake: Lake, todo: list[ObjectInfo]) -> Iterator[FileResult]:
+    """Land objects, in worker processes when there are enough of them to pay for the start-up.
+
+    Parsing and validating is CPU-bound Python; files are independent, so they spread over
+    ``LAKE_LAND_WORKERS`` processes (default: one per core).
+    """
+    workers = min(lake.settings.land_workers or os.cpu_count() or 1, len(todo))
+    if workers <= 1 or len(todo) < _MIN_FILES_FOR_WORKERS:
+        for info in todo:
+            yield land_object(lake, info)
+        return
+    # spawn, not fork: the caller may be a threaded Dagster or webserver process
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(lake.settings, lake.spec.table)) as pool:
+        futures = [pool.submit(_worker_land, info) for info in todo]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+_MIN_FILES_FOR_WORKERS = 64
+_worker_lake: Lake | None = None
+
+
+def _worker_init(settings, table: str) -> None:
+    global _worker_lake
+    _worker_lake = Lake.open(settings, table=table)
+
+
+def _worker_land(info: ObjectInfo) -> FileResult:
+    assert _worker_lake is not None
+    return land_object(_worker_lake, info)
 
 
 def _ledger_digests(lake: Lake) -> Iterator[str]:

@@ -59,7 +59,8 @@ def retire_versions(lake: Lake, dt: str | date, *, now: float | None = None,
 
     A superseded version is kept for the grace period after its successor was published; an
     incomplete one (no manifest: a killed run) for the grace period after it was last written,
-    since it may belong to a compaction still in progress.
+    since it may belong to a compaction still in progress; a complete one written after the
+    current publish (staged, not yet published) also for the grace period after its last write.
     """
     spec = lake.spec
     day = layout.parse_dt(dt).isoformat()
@@ -77,7 +78,12 @@ def retire_versions(lake: Lake, dt: str | date, *, now: float | None = None,
             continue
         newest = max(o.mtime for o in objects)
         complete = any(o.key.endswith("/_manifest.json") for o in objects)
-        since = current.published_at if (complete and current is not None) else newest
+        # A complete version is superseded from the moment its successor was published, but one
+        # written after that publish was never superseded: it is staged (written and audited,
+        # waiting for its own publish step), so its grace runs from its own last write. Counting
+        # from the published version's time alone deleted such a staged version before it could
+        # be published whenever the published version was older than the grace period.
+        since = max(current.published_at, newest) if (complete and current is not None) else newest
         if complete and current is None:
             continue  # never published and nothing supersedes it: leave for a publish
         if now - since >= grace:
