@@ -20,17 +20,16 @@ from pipelines.wap import publish_days, stage_days
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=7)
 POOL = "compaction"
 SPEC = load_spec()
+#: what the staged and the published asset share: same days, same batches, same pool
+_DAILY = {"partitions_def": daily, "backfill_policy": BACKFILL, "pool": POOL, "group_name": GROUP,
+          "retry_policy": RETRY}
 
 
 @dg.asset(
     key=STAGED,
     deps=[RAW],
-    partitions_def=daily,
-    backfill_policy=BACKFILL,
-    pool=POOL,
-    group_name=GROUP,
+    **_DAILY,
     kinds={"duckdb", "parquet"},
-    retry_policy=RETRY,
     description="A new version of each day: deduplicated by event_id, sorted, zstd Parquet. "
     "Not visible to readers until published.",
     check_specs=[dg.AssetCheckSpec(name, asset=STAGED, blocking=True, description=desc)
@@ -56,12 +55,8 @@ def events_staged(context: dg.AssetExecutionContext, lake: LakeResource):
 @dg.asset(
     key=CURATED,
     deps=[STAGED],
-    partitions_def=daily,
-    backfill_policy=BACKFILL,
-    pool=POOL,
-    group_name=GROUP,
+    **_DAILY,
     kinds={"parquet", "duckdb"},
-    retry_policy=RETRY,
     description=f"{SPEC.description} Published per day through the catalog; query with `lake query`.",
     metadata={"dagster/column_schema": column_schema(SPEC), "schema_version": SPEC.version,
               "partition_key": SPEC.partition_key, "sort_keys": list(SPEC.sort_keys)},

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import multiprocessing
 import os
+import shutil
+import tempfile
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -164,55 +168,127 @@ def _ledger_digests(lake: Lake) -> Iterator[str]:
 
 
 def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
-    """Land one landing object: raw objects per (dt, hour), one quarantine object, one ledger record."""
+    """Land one landing object: raw objects per (dt, hour), one quarantine object, one ledger record.
+
+    The object is streamed and its rows spill to local gzip files per (dt, hour), so memory does
+    not grow with the object's size. Nothing is uploaded until the whole object has been read: an
+    object that turns out unreadable half-way (a truncated gzip) leaves no partial raw objects.
+    """
     spec, storage, settings = lake.spec, lake.storage, lake.settings
     digest = layout.object_digest(info.key, info.etag)
     source = layout.source_name(info.key)
     arrival = datetime.fromtimestamp(info.mtime, tz=UTC).replace(microsecond=0)
     result = FileResult(source_key=info.key, etag=info.etag, size=info.size, digest=digest)
     normalizer = Normalizer(spec, timedelta(seconds=settings.future_tolerance_seconds))
-    data = storage.get("landing", info.key)
-
-    buckets: dict[tuple[date, int], list[bytes]] = defaultdict(list)
-    rejects: list[bytes] = []
     reasons: Counter[str] = Counter()
-    try:
-        for line in _records(data, settings.max_line_bytes):
-            result.lines += 1
-            row = _parse(line, normalizer, arrival, info.key)
-            if isinstance(row, Reject):
-                reasons[row.reason] += 1
-                rejects.append(_quarantine_record(info, line, row))
-                continue
-            dt, hour = partition_of(row[spec.partition_from])
-            buckets[(dt, hour)].append(orjson.dumps(row, option=orjson.OPT_UTC_Z))
-    except _FileRejected as exc:
-        # The file cannot be read as a whole: keep it byte for byte, land nothing from it.
-        key = layout.quarantine_file_key(spec, arrival.date(), source, digest)
-        storage.put("quarantine", key, data)
-        storage.put("quarantine", key + ".reason.json", orjson.dumps({
-            "source_object": info.key, "source_etag": info.etag, "size": info.size,
-            "reason": exc.reason, "detail": exc.detail}, option=orjson.OPT_INDENT_2))
-        result = FileResult(source_key=info.key, etag=info.etag, size=info.size, digest=digest,
-                            file_reason=exc.reason, quarantine_key=key)
-        _write_ledger(lake, result)
-        return result
 
-    for (dt, hour), lines in sorted(buckets.items()):
-        key = layout.raw_key(spec, dt, hour, source, digest)
-        storage.put("raw", key, gzip.compress(b"\n".join(lines) + b"\n", compresslevel=6, mtime=0))
-        result.outputs.append({"key": key, "dt": dt.isoformat(), "hour": hour, "rows": len(lines)})
-        result.landed += len(lines)
-    if rejects:
-        key = layout.quarantine_lines_key(spec, arrival.date(), source, digest)
-        storage.put("quarantine", key, b"".join(rejects))
-        result.quarantine_key = key
+    with tempfile.TemporaryDirectory(prefix="lake-land-") as tmp, _Spill(Path(tmp)) as spill:
+        try:
+            with storage.open("landing", info.key) as fh:
+                for line in _records(fh, settings.max_line_bytes):
+                    result.lines += 1
+                    row = _parse(line, normalizer, arrival, info.key)
+                    if isinstance(row, Reject):
+                        reasons[row.reason] += 1
+                        spill.write("quarantine", _quarantine_record(info, line, row))
+                        continue
+                    spill.write(partition_of(row[spec.partition_from]),
+                                orjson.dumps(row, option=orjson.OPT_UTC_Z) + b"\n")
+        except _FileRejected as exc:
+            return _quarantine_file(lake, info, result, exc, arrival.date(), source)
+        spill.close()
+        for bucket, (path, rows) in sorted(spill.files.items(), key=lambda kv: str(kv[0])):
+            if bucket == "quarantine":
+                continue
+            dt, hour = bucket
+            key = layout.raw_key(spec, dt, hour, source, digest)
+            storage.put_file("raw", key, path)
+            result.outputs.append({"key": key, "dt": dt.isoformat(), "hour": hour, "rows": rows})
+            result.landed += rows
+        if "quarantine" in spill.files:
+            key = layout.quarantine_lines_key(spec, arrival.date(), source, digest)
+            storage.put_file("quarantine", key, spill.files["quarantine"][0])
+            result.quarantine_key = key
     result.quarantined = sum(reasons.values())
     result.reasons = dict(sorted(reasons.items()))
     if not result.balanced:  # a bug, never an input problem: refuse to record a lossy landing
         raise AssertionError(f"conservation broken for {info.key}: {result}")
     _write_ledger(lake, result)
     return result
+
+
+def _quarantine_file(lake: Lake, info: ObjectInfo, result: FileResult, exc: _FileRejected,
+                     arrival: date, source: str) -> FileResult:
+    """Keep an unreadable object whole, byte for byte, beside its reason; land nothing from it."""
+    key = layout.quarantine_file_key(lake.spec, arrival, source, result.digest)
+    with tempfile.TemporaryDirectory(prefix="lake-land-") as tmp:
+        copy = Path(tmp) / "object"
+        with lake.storage.open("landing", info.key) as src, copy.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        lake.storage.put_file("quarantine", key, copy)
+    lake.storage.put("quarantine", key + ".reason.json", orjson.dumps({
+        "source_object": info.key, "source_etag": info.etag, "size": info.size,
+        "reason": exc.reason, "detail": exc.detail}, option=orjson.OPT_INDENT_2))
+    result = FileResult(source_key=info.key, etag=info.etag, size=info.size, digest=result.digest,
+                        file_reason=exc.reason, quarantine_key=key)
+    _write_ledger(lake, result)
+    return result
+
+
+class _Spill:
+    """Local spill files, one per bucket: gzip for raw (dt, hour) buckets, plain for quarantine.
+
+    Lines are buffered per bucket and written in blocks of about 1 MiB (compressing line by
+    line costs more than parsing).
+    """
+
+    BLOCK = 1 << 20
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files: dict[Any, tuple[Path, int]] = {}
+        self._open: dict[Any, Any] = {}
+        self._pending: dict[Any, list[bytes]] = {}
+        self._pending_bytes: dict[Any, int] = {}
+
+    def write(self, bucket: Any, data: bytes) -> None:
+        if bucket not in self.files:
+            path = self.folder / f"{len(self.files):04d}"
+            raw = path.open("wb")
+            # filename="" and mtime=0 keep the gzip header free of names and clocks: same input,
+            # same bytes
+            self._open[bucket] = raw if bucket == "quarantine" else gzip.GzipFile(
+                filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+            self.files[bucket] = (path, 0)
+            self._pending[bucket] = []
+            self._pending_bytes[bucket] = 0
+        self._pending[bucket].append(data)
+        self._pending_bytes[bucket] += len(data)
+        path, n = self.files[bucket]
+        self.files[bucket] = (path, n + 1)
+        if self._pending_bytes[bucket] >= self.BLOCK:
+            self._flush(bucket)
+
+    def _flush(self, bucket: Any) -> None:
+        self._open[bucket].write(b"".join(self._pending[bucket]))
+        self._pending[bucket] = []
+        self._pending_bytes[bucket] = 0
+
+    def close(self, flush: bool = True) -> None:
+        for bucket, fh in self._open.items():
+            if flush:
+                self._flush(bucket)
+            inner = fh.fileobj if isinstance(fh, gzip.GzipFile) else None
+            fh.close()  # GzipFile does not close a file object it was given
+            if inner is not None:
+                inner.close()
+        self._open.clear()
+
+    def __enter__(self) -> _Spill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(flush=False)  # after an error the spill files are discarded anyway
 
 
 def _write_ledger(lake: Lake, result: FileResult) -> None:
@@ -230,31 +306,76 @@ def read_ledger(lake: Lake) -> list[FileResult]:
     return out
 
 
-def _records(data: bytes, max_line_bytes: int) -> Iterator[_Line]:
-    """Split a landing object into records: NDJSON lines, or the elements of a JSON array."""
-    if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _FileRejected("corrupt_gzip", f"gzip stream cannot be read: {exc}") from None
-    items = None
-    if data.lstrip()[:1] == b"[":
+def _records(fh: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:
+    """Split a landing object into records: NDJSON lines, or the elements of a JSON array.
+
+    Streams NDJSON line by line (each line read at most ``max_line_bytes`` at a time); a JSON
+    array has to be parsed whole, so such objects take memory in proportion to their size.
+    """
+    head = fh.read(2)
+    fh.seek(0)
+    stream: BinaryIO = gzip.GzipFile(fileobj=fh, mode="rb") if head == GZIP_MAGIC else fh
+    try:
+        yield from _lines_or_array(stream, max_line_bytes)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise _FileRejected("corrupt_gzip", f"gzip stream cannot be read: {exc}") from None
+
+
+def _lines_or_array(stream: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:
+    start = stream.read(4096)
+    if start.lstrip()[:1] == b"[":
+        data = start + stream.read()
         # A JSON-array file; if the whole does not parse, it is NDJSON whose first line is bad.
         try:
             items = orjson.loads(data)
         except orjson.JSONDecodeError:
             items = None
-    if isinstance(items, list):
-        for n, item in enumerate(items, 1):
-            # re-serialised: the element's bytes inside the array are not separable otherwise
-            yield _Line(n, orjson.dumps(item))
-        return
-    for n, raw in enumerate(data.split(b"\n"), 1):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
+        if isinstance(items, list):
+            for n, item in enumerate(items, 1):
+                # re-serialised: the element's bytes inside the array are not separable otherwise
+                yield _Line(n, orjson.dumps(item))
+            return
+        stream = io.BytesIO(data)
+    else:
+        stream = io.BufferedReader(_Chained(start, stream), 1 << 20)
+    n = 0
+    while True:
+        raw = stream.readline(max_line_bytes + 2)
+        if not raw:
+            return
+        n += 1
+        if not raw.endswith(b"\n") and len(raw) > max_line_bytes:
+            # longer than the limit: read the rest of it, to quarantine it whole
+            parts = [raw]
+            while parts[-1] and not parts[-1].endswith(b"\n"):
+                parts.append(stream.readline(1 << 20))
+            yield _Line(n, _Oversized(b"".join(parts).rstrip(b"\r\n")))
+            continue
+        raw = raw.rstrip(b"\n").removesuffix(b"\r")
         if not raw.strip():
             continue
         yield _Line(n, raw if len(raw) <= max_line_bytes else _Oversized(raw))
+
+
+class _Chained(io.RawIOBase):
+    """Bytes already read, then the rest of a stream, as one buffered stream."""
+
+    def __init__(self, first: bytes, rest: BinaryIO):
+        self._first = first
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._first:
+            n = min(len(buffer), len(self._first))
+            buffer[:n] = self._first[:n]
+            self._first = self._first[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class _Oversized(bytes):
