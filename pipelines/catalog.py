@@ -81,15 +81,41 @@ class LocalCatalog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._enable_wal()
         with self._tx() as db:
             for statement in filter(str.strip, _DDL.split(";")):
                 db.execute(statement)
+
+    def _enable_wal(self, timeout: float = 30.0) -> None:
+        """Put the catalog file in WAL mode (a property of the file: done once, kept for good).
+
+        Switching the journal mode needs an exclusive lock, and SQLite answers "database is
+        locked" at once instead of waiting in the busy handler, so processes opening a new
+        catalog at the same moment (two runs starting on a fresh lake) failed. Retry until the
+        timeout, like the busy handler would. Setting it per transaction, as before, repeated
+        the race on every publish for no benefit.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL").fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                if not ("locked" in str(exc) or "busy" in str(exc)):
+                    raise
+                if time.monotonic() > deadline:
+                    raise TransientError(f"local catalog is busy: {exc}") from exc
+            finally:
+                db.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("BEGIN IMMEDIATE")
             try:
