@@ -23,10 +23,11 @@ def raw_events(context: dg.AssetExecutionContext, lake: LakeResource):
     """Land every landing object not landed yet."""
     with engine_errors():
         report = land_inbox(lake.open())
-    unbalanced = [f.source_key for f in report.new_files if not f.balanced]
-    context.log.info("landed %d files, touched days %s", len(report.new_files), list(report.touched))
+    unbalanced = [f.source_key for f in report.files if not f.balanced]
+    context.log.info("landed %d files, touched days %s", len(report.files), list(report.touched))
     yield dg.MaterializeResult(metadata={
-        "files": len(report.new_files),
+        "files": len(report.files),
+        "already_landed": report.already_landed,
         "lines": report.total("lines"),
         "landed": report.total("landed"),
         "quarantined": report.total("quarantined"),
@@ -36,4 +37,4 @@ def raw_events(context: dg.AssetExecutionContext, lake: LakeResource):
         "rows_by_day": report.touched,
     })
     yield dg.AssetCheckResult(check_name="landing_conservation", passed=not unbalanced,
-                              metadata={"files": len(report.new_files), "unbalanced": unbalanced})
+                              metadata={"files": len(report.files), "unbalanced": unbalanced})

@@ -232,11 +232,13 @@ def land(ctx: typer.Context,
     with _progress("landing") as update:
         report = land_inbox(lake, prefix=prefix, progress=update)
     out = _out()
-    if not report.new_files:
-        out.print(Text(f"nothing to land: no new objects under landing/{prefix}"))
+    if not report.files:
+        out.print(Text(f"nothing to land: no new objects under landing/{prefix} "
+                       f"({report.already_landed} landed before)"))
         return
     out.print(_kv_table("land", [
-        ("landing objects", len(report.new_files)),
+        ("landing objects", len(report.files)),
+        ("already landed before", report.already_landed),
         ("lines read", report.total("lines")),
         ("events landed", report.total("landed")),
         ("lines quarantined", report.total("quarantined")),

@@ -48,7 +48,6 @@ class FileResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     file_reason: str | None = None
     quarantine_key: str | None = None
-    skipped: bool = False
 
     @property
     def balanced(self) -> bool:
@@ -61,18 +60,15 @@ class LandReport:
 
     files: list[FileResult] = field(default_factory=list)
     touched: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def new_files(self) -> list[FileResult]:
-        return [f for f in self.files if not f.skipped]
+    already_landed: int = 0  # objects of the inbox (or of ``keys``) landed by an earlier pass
 
     def total(self, name: str) -> int:
-        return sum(getattr(f, name) for f in self.new_files)
+        return sum(getattr(f, name) for f in self.files)
 
     @property
     def reasons(self) -> dict[str, int]:
         c: Counter[str] = Counter()
-        for f in self.new_files:
+        for f in self.files:
             c.update(f.reasons)
             if f.file_reason:
                 c[f.file_reason] += 1
@@ -80,7 +76,7 @@ class LandReport:
 
     @property
     def quarantined_files(self) -> int:
-        return sum(1 for f in self.new_files if f.file_reason)
+        return sum(1 for f in self.files if f.file_reason)
 
 
 class _Line:
@@ -100,10 +96,13 @@ class _FileRejected(Exception):
 
 def pending(lake: Lake, prefix: str = "") -> list[ObjectInfo]:
     """Landing objects not landed yet (by identity), in key order."""
+    return _not_landed(lake, lake.storage.list("landing", prefix))
+
+
+def _not_landed(lake: Lake, infos: Iterable[ObjectInfo]) -> list[ObjectInfo]:
     done = {k.rsplit("/", 1)[1].removesuffix(".json")
-            for k in (o.key for o in lake.storage.list("raw", layout.ledger_prefix(lake.spec)))}
-    return [o for o in lake.storage.list("landing", prefix)
-            if layout.object_digest(o.key, o.etag) not in done]
+            for k in lake.storage.list_keys("raw", layout.ledger_prefix(lake.spec))}
+    return [o for o in infos if layout.object_digest(o.key, o.etag) not in done]
 
 
 def land_inbox(lake: Lake, prefix: str = "", keys: Iterable[str] | None = None,
@@ -111,11 +110,10 @@ def land_inbox(lake: Lake, prefix: str = "", keys: Iterable[str] | None = None,
     """Land every pending landing object under ``prefix`` (or exactly ``keys``)."""
     if keys is not None:
         infos = [i for i in (lake.storage.head("landing", k) for k in keys) if i is not None]
-        done = set(_ledger_digests(lake))
-        todo = [i for i in infos if layout.object_digest(i.key, i.etag) not in done]
     else:
-        todo = pending(lake, prefix)
-    report = LandReport()
+        infos = list(lake.storage.list("landing", prefix))
+    todo = _not_landed(lake, infos)
+    report = LandReport(already_landed=len(infos) - len(todo))
     touched: Counter[str] = Counter()
     for n, result in enumerate(_land_all(lake, todo), 1):
         report.files.append(result)
@@ -160,11 +158,6 @@ def _worker_init(settings, table: str) -> None:
 def _worker_land(info: ObjectInfo) -> FileResult:
     assert _worker_lake is not None
     return land_object(_worker_lake, info)
-
-
-def _ledger_digests(lake: Lake) -> Iterator[str]:
-    for o in lake.storage.list("raw", layout.ledger_prefix(lake.spec)):
-        yield o.key.rsplit("/", 1)[1].removesuffix(".json")
 
 
 def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
