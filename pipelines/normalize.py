@@ -89,6 +89,48 @@ def event_time(ts: datetime | None, original: datetime | None, sent: datetime | 
     return None, "none"
 
 
+_RULE_INPUTS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+
+
+def _kind(col: Column) -> str:
+    if col.lineage:
+        return "lineage"
+    if col.derive == "event_time":
+        return "event_time"
+    if col.remainder:
+        return "remainder"
+    if col.type == "timestamp":
+        return "rule_time" if len(col.paths) == 1 and col.paths[0] in [(k,) for k in _RULE_INPUTS] else "time"
+    return "json" if col.type == "json" else "string"
+
+
+def _getter(path: tuple[str, ...]):
+    """A fast accessor for one JSON path (most paths have one to three parts)."""
+    if len(path) == 1:
+        (a,) = path
+        return lambda o: o.get(a)
+    if len(path) == 2:
+        a, b = path
+
+        def get2(o):
+            v = o.get(a)
+            return v.get(b) if isinstance(v, dict) else None
+
+        return get2
+    if len(path) == 3:
+        a, b, c = path
+
+        def get3(o):
+            v = o.get(a)
+            if not isinstance(v, dict):
+                return None
+            v = v.get(b)
+            return v.get(c) if isinstance(v, dict) else None
+
+        return get3
+    return lambda o: _get(o, path)
+
+
 def _get(obj: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if not isinstance(obj, dict):
@@ -124,8 +166,6 @@ class Normalizer:
     def __init__(self, spec: TableSpec, future_tolerance: timedelta):
         self.spec = spec
         self.future_tolerance = future_tolerance
-        self._time_cols = {"original_timestamp": ("originalTimestamp",), "sent_at": ("sentAt",),
-                           "received_at": ("receivedAt",)}
         # paths under a remainder object that other columns consume, removed from the remainder
         self._consumed: dict[str, list[tuple[str, ...]]] = {}
         remainders = {c.remainder for c in spec.columns if c.remainder}
@@ -133,6 +173,8 @@ class Normalizer:
             for p in c.paths:
                 if p[0] in remainders and len(p) > 1:
                     self._consumed.setdefault(p[0], []).append(p[1:])
+        # compiled once: (column, kind, getters); the per-event loop then does no spec lookups
+        self._plan = [(c, _kind(c), [_getter(p) for p in c.paths]) for c in spec.columns]
 
     def row(self, obj: Any, *, arrival: datetime, source_object: str, source_line: int,
             ingested_at: datetime) -> dict[str, Any] | Reject:
@@ -146,28 +188,35 @@ class Normalizer:
 
     def _row(self, obj: dict, arrival: datetime, source_object: str, source_line: int,
              ingested_at: datetime) -> dict[str, Any]:
-        spec = self.spec
+        # the event-time rule's inputs, each parsed once
+        rule = {k: parse_time(obj.get(k), k) for k in _RULE_INPUTS}
+        lineage = {"source_object": source_object, "source_line": source_line, "ingested_at": ingested_at}
         row: dict[str, Any] = {}
-        times = {name: parse_time(_get(obj, path), path[0]) for name, path in self._time_cols.items()}
-        ts = parse_time(obj.get("timestamp"), "timestamp")
-        for col in spec.columns:
-            if col.lineage:
-                row[col.name] = {"source_object": source_object, "source_line": source_line,
-                                 "ingested_at": ingested_at}[col.lineage]
-            elif col.derive == "event_time":
-                row[col.name], _ = event_time(ts, times["original_timestamp"], times["sent_at"],
-                                              times["received_at"])
-            elif col.name in times:
-                row[col.name] = times[col.name]
-            elif col.remainder:
+        for col, kind, getters in self._plan:
+            if kind == "lineage":
+                row[col.name] = lineage[col.lineage]
+                continue
+            if kind == "event_time":
+                row[col.name], _ = event_time(rule["timestamp"], rule["originalTimestamp"],
+                                              rule["sentAt"], rule["receivedAt"])
+                continue
+            if kind == "remainder":
                 row[col.name] = self._remainder(col, obj.get(col.remainder))
+                continue
+            if kind == "rule_time":
+                row[col.name] = rule[col.paths[0][0]]
+                continue
+            value = None
+            for get in getters:
+                value = get(obj)
+                if value is not None:
+                    break
+            if kind == "json":
+                row[col.name] = _json_text(col, value)
+            elif kind == "time":
+                row[col.name] = parse_time(value, ".".join(col.paths[0]))
             else:
-                value = None
-                for path in col.paths:
-                    value = _get(obj, path)
-                    if value is not None:
-                        break
-                row[col.name] = _json_text(col, value) if col.type == "json" else _string(col, value)
+                row[col.name] = _string(col, value)
         self._check(row, arrival)
         return row
 

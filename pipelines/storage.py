@@ -186,9 +186,7 @@ class LocalStorage:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
         os.close(fd)
         try:
-            shutil.copyfile(path, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+            shutil.copyfile(path, tmp)  # no fsync: see put()
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
