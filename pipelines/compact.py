@@ -10,7 +10,6 @@ becomes visible to readers until :mod:`pipelines.publish` moves the catalog poin
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -140,7 +139,3 @@ def _upload(lake: Lake, day: date, version: str, staged: list[Path]) -> list[dic
         outputs.append({"key": key, "rows": meta.num_rows, "size": info.size,
                         "row_groups": meta.num_row_groups})
     return outputs
-
-
-def discard_staging(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

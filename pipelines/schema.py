@@ -101,10 +101,6 @@ class TableSpec:
         """``{column: DuckDB type}``, as ``read_json(columns=...)`` expects."""
         return {c.name: c.duckdb_type for c in self.columns}
 
-    def duckdb_raw_columns(self) -> dict[str, str]:
-        """Columns of the raw NDJSON written by landing: times are ISO strings with offset."""
-        return self.duckdb_columns()
-
     def hive_columns(self) -> list[dict[str, str]]:
         """Glue ``Columns`` entries (Name, Type, Comment)."""
         return [{"Name": c.name, "Type": c.hive_type, "Comment": _comment(c)} for c in self.columns]

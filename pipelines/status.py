@@ -43,8 +43,3 @@ def day_status(lake: Lake) -> list[DayStatus]:
             published_version=p.version if p else None, published_rows=p.rows if p else None,
             duplicates=manifest["counts"]["duplicates"] if manifest else None, current=current))
     return out
-
-
-def stale_days(lake: Lake) -> list[str]:
-    """Days whose raw objects are not all in the published version (new or late events)."""
-    return [d.dt for d in day_status(lake) if d.raw_objects and not d.current]
