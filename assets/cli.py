@@ -36,11 +36,13 @@ def demo(ctx: typer.Context,
     result = run_demo(lake, days=days, events_per_day=events_per_day, files_per_day=files_per_day,
                       seed=seed, log=lambda m: out.print(m, markup=False, highlight=False))
     table = Table(title=f"clickstream.events at {lake.settings.root_path}", title_justify="left")
-    for col in ("dt", "rows", "duplicates dropped", "raw files", "published version"):
+    for col in ("dt", "rows", "duplicates dropped", "quarantined (arrived that day)", "raw files",
+                "published version"):
         table.add_column(col, no_wrap=True)
+    q = result.quarantined_by_arrival
     for d in result.days:
-        table.add_row(d.dt, str(d.published_rows or 0), str(d.duplicates or 0), str(d.raw_objects),
-                      d.published_version or "-")
+        table.add_row(d.dt, str(d.published_rows or 0), str(d.duplicates or 0), str(q.get(d.dt, 0)),
+                      str(d.raw_objects), d.published_version or "-")
     out.print(table)
     t = result.landing
     out.print(f"landing: {t['lines']} lines read = {t['landed']} landed + {t['quarantined']} quarantined; "

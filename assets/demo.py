@@ -6,6 +6,7 @@ the runs and their metadata are in the UI afterwards.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -17,6 +18,7 @@ from pipelines.demo import DemoReport, generate_demo
 from pipelines.lake import Lake
 from pipelines.land import read_ledger
 from pipelines.status import DayStatus, day_status
+from pipelines.storage import LocalStorage
 
 
 @dataclass
@@ -27,6 +29,7 @@ class DemoResult:
     days: list[DayStatus]
     landing: dict[str, int]  # lines, landed, quarantined, quarantined_files over every landing file
     quarantine_reasons: dict[str, int]
+    quarantined_by_arrival: dict[str, int]  # lines (and unreadable files) by the day they arrived
     run_ids: list[str]
 
 
@@ -38,6 +41,12 @@ def run_demo(lake: Lake, *, days: int = 7, events_per_day: int = 2000, files_per
     start = today - timedelta(days=days)
     generated = generate_demo(lake.storage, start=start, days=days, events_per_day=events_per_day,
                               files_per_day=files_per_day, seed=seed)
+    if isinstance(lake.storage, LocalStorage):
+        # Objects arrived over the week, not all just now: their mtime is what landing records
+        # as arrival (S3's LastModified), so quarantine and lineage show real arrival days.
+        for key, when in generated.arrived_at.items():
+            path = lake.storage.local_dir("landing") / key
+            os.utime(path, (when.timestamp(), when.timestamp()))
     log(f"generated {generated.files} landing files, {generated.lines} lines "
         f"({generated.bad_lines} bad, {generated.corrupt_files} corrupt file) for {start}..{today - timedelta(days=1)}")
     instance = instance or open_instance()
@@ -66,4 +75,9 @@ def run_demo(lake: Lake, *, days: int = 7, events_per_day: int = 2000, files_per
             reasons[reason] = reasons.get(reason, 0) + n
     totals = {k: sum(getattr(f, k) for f in ledger) for k in ("lines", "landed", "quarantined")}
     totals["quarantined_files"] = sum(1 for f in ledger if f.file_reason)
-    return DemoResult(generated, day_status(lake), totals, reasons, run_ids)
+    by_arrival: dict[str, int] = {}
+    for f in ledger:
+        if f.quarantine_key:
+            day = f.quarantine_key.split("arrival=", 1)[1].split("/", 1)[0]
+            by_arrival[day] = by_arrival.get(day, 0) + f.quarantined + (1 if f.file_reason else 0)
+    return DemoResult(generated, day_status(lake), totals, reasons, by_arrival, run_ids)

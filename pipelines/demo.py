@@ -174,6 +174,9 @@ class DemoReport:
     bad_lines_by_reason: dict[str, int]
     keys: list[str]
     corrupt_files: int = 0
+    #: when each object "arrived": the end of its window of receivedAt times (the destination
+    #: flushes then); a local demo lake sets the files' mtimes to it, S3 cannot
+    arrived_at: dict[str, dt.datetime] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -875,6 +878,7 @@ def generate_demo(
 
     # Write, in arrival order, and count what a reader will find.
     keys: list[str] = []
+    arrived: dict[str, dt.datetime] = {}
     lines = 0
     for f in [*files, corrupt]:
         if f.fmt == "array":
@@ -889,6 +893,7 @@ def generate_demo(
             f.key = _key(prefix, f, ".ndjson.gz")
         storage.put("landing", validate_key(f.key), data)
         keys.append(f.key)
+        arrived[f.key] = f.window_end
         if f.fmt != "corrupt":
             lines += len(f.records)
 
@@ -910,4 +915,5 @@ def generate_demo(
         bad_lines_by_reason=bad_by_reason,
         keys=keys,
         corrupt_files=1,
+        arrived_at=arrived,
     )

@@ -32,6 +32,7 @@ def test_demo_then_query_matches_generator_and_rerun_changes_nothing(tmp_path, m
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "published version" in first.output and "quarantine reasons" in first.output
+    assert "quarantined (arrived that day)" in first.output
     expected = _expected(tmp_path, 3, 500, 12)
 
     def counts():
