@@ -87,6 +87,9 @@ def retire_versions(lake: Lake, dt: str | date, *, now: float | None = None,
         if complete and current is None:
             continue  # never published and nothing supersedes it: leave for a publish
         if now - since >= grace:
-            lake.storage.delete("curated", [o.key for o in objects])
+            # data files first, the manifest last: a delete cut short leaves an incomplete
+            # version (retired later), never a manifest that vouches for missing files
+            keys = sorted((o.key for o in objects), key=lambda k: k.endswith("/_manifest.json"))
+            lake.storage.delete("curated", keys)
             retired.append(version)
     return retired
