@@ -78,10 +78,12 @@ def audit_version(lake: Lake, dt: str | date, version: str, *, record: bool = Tr
     try:
         key = duck.ident(spec.dedupe_key)
         pq = f"read_parquet({duck.list_literal(parts)}, hive_partitioning=false)" if parts else None
+        # Each raw line as a JSON object, its id extracted: a reader independent of compaction's
+        # typed read_json, and ~10x faster than read_json with a one-column projection.
         (raw_n, raw_ids) = con.execute(
-            f"SELECT count(*), count(DISTINCT {key}) FROM read_json({duck.list_literal(raws)}, "
-            f"columns={duck.struct_literal({spec.dedupe_key: 'VARCHAR'})}, format='newline_delimited', "
-            "compression='gzip', maximum_object_size=16777216)").fetchone()
+            f"SELECT count(*), count(DISTINCT json_extract_string(json, {duck.literal('$.' + spec.dedupe_key)})) "
+            f"FROM read_ndjson_objects({duck.list_literal(raws)}, compression='gzip', "
+            "maximum_object_size=16777216)").fetchone()
         rows, ids, tmin, tmax, outside = con.execute(
             f"SELECT count(*), count(DISTINCT {key}), min(event_time), max(event_time), "
             f"count(*) FILTER (WHERE NOT (event_time >= ?::TIMESTAMPTZ AND event_time < ?::TIMESTAMPTZ)) "
