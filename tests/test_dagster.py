@@ -125,3 +125,16 @@ def test_curated_assets_batch_backfills_and_share_a_pool(key):
     a = defs.resolve_assets_def(key)
     assert a.backfill_policy.max_partitions_per_run > 1
     assert a.op.pool == "compaction"
+
+
+def test_engine_errors_say_whether_dagster_may_retry():
+    from assets.errors import engine_errors
+    from pipelines.errors import AuditError, TransientError
+
+    with pytest.raises(dg.Failure) as terminal, engine_errors():
+        raise AuditError("dt=2026-11-01 failed conservation")
+    assert terminal.value.allow_retries is False
+    assert "conservation" in terminal.value.description
+    with pytest.raises(dg.Failure) as transient, engine_errors():
+        raise TransientError("catalog is busy")
+    assert transient.value.allow_retries is True
