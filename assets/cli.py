@@ -58,7 +58,11 @@ def ui(host: str = typer.Option("127.0.0.1", help="Address the webserver listens
        port: int = typer.Option(3000, help="Port of the webserver.")) -> None:
     """Start the Dagster UI and daemon (``dagster dev``) on this project's definitions."""
     home = dagster_home()
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # `dagster dev` announces that `dg dev` supersedes it; this project has no dg layout, so
+    # that notice is not actionable here
+    warnings = "ignore:Function `dev_command` is superseded"
+    env = {**os.environ, "DAGSTER_HOME": str(home),
+           "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), warnings]))}
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
            "-h", host, "-p", str(port)]
     # Run from DAGSTER_HOME: started in the repo, Dagster warns that the repo's dagster.yaml is
