@@ -73,6 +73,8 @@ def retire_versions(lake: Lake, dt: str | date, *, now: float | None = None,
         version = o.key[len(prefix):].split("/", 1)[0]
         versions.setdefault(version, []).append(o)
     retired = []
+    # uploads a killed run left half-done are not objects (listings skip them): clear them too
+    lake.storage.abort_incomplete("curated", prefix, grace)
     for version, objects in sorted(versions.items()):
         if current is not None and version == current.version:
             continue

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,10 @@ class Storage(Protocol):
 
     def uri(self, role: str, key: str) -> str:
         """An address DuckDB and pyarrow can read: a local path or ``s3://bucket/key``."""
+
+    def abort_incomplete(self, role: str, prefix: str, older_than_seconds: float) -> int:
+        """Remove uploads under ``prefix`` that a killed writer left unfinished (temporary files,
+        multipart uploads) and that are older than the given age. Returns how many."""
 
 
 class LocalStorage:
@@ -207,6 +212,21 @@ class LocalStorage:
 
     def uri(self, role: str, key: str) -> str:
         return str(self._path(role, key)) + ("/" if key.endswith("/") else "")
+
+    def abort_incomplete(self, role: str, prefix: str, older_than_seconds: float) -> int:
+        head = prefix.rpartition("/")[0]
+        start = self._dir(role) / validate_key(head) if head else self._dir(role)
+        if not start.exists():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in list(start.rglob(".tmp-*")):  # listed first: pruning edits the tree
+            # a killed put() leaves its temporary file; a live one is younger than the cutoff
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+                _prune_empty(path.parent, self._dir(role))
+        return removed
 
     def local_dir(self, role: str) -> Path:
         """The folder that holds a role's objects (embedded backend only)."""

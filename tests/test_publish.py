@@ -291,3 +291,23 @@ def test_empty_lake_view_has_zero_rows_and_the_right_columns(lake: Lake):
     _land(lake, "web/a.ndjson.gz", range(5))
     compact_day(lake, DAY)
     assert _count(lake) == 0
+
+
+def test_retire_clears_uploads_a_killed_run_left_behind(lake):
+    lake.storage.put("landing", "web/a.ndjson.gz", ndjson([event(i) for i in range(5)]))
+    land_inbox(lake)
+    published = process_day(lake, "2026-11-01")
+    version_dir = Path(lake.storage.uri("curated", layout.version_prefix(lake.spec, "2026-11-01",
+                                                                           published.version)))
+    stale = version_dir.parent / "v-00000000000000aa" / ".tmp-killed"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half a parquet file")
+    fresh = version_dir.parent / "v-00000000000000bb" / ".tmp-live"
+    fresh.parent.mkdir()
+    fresh.write_bytes(b"an upload in progress")
+    old = time.time() - 2 * lake.settings.retire_grace_seconds
+    os.utime(stale, (old, old))
+    retire_versions(lake, "2026-11-01")
+    assert not stale.exists() and not stale.parent.exists()
+    assert fresh.exists()  # younger than the grace period: may still be written
+    assert lake.catalog.get_partition("events", "2026-11-01").version == published.version
