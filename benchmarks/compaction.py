@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/compaction.py` from anywhere finds `pipelines`
     sys.path.insert(0, str(ROOT))
 
+from pipelines import demo  # noqa: E402  (after the path fix above)
+
 DEFAULT_DAY = "2024-03-14"
 DAY_MS = 86_400_000
 OURS = ("land", "compact")
@@ -80,21 +82,8 @@ def _uuid(a: int, b: int) -> str:
     return f"{s[:8]}-{s[8:12]}-4{s[13:16]}-{'89ab'[int(s[16], 16) & 3]}{s[17:20]}-{s[20:32]}"
 
 
-_HOST = "https://www.shoply.example"
-_PAGES = (  # path, title, top-level category
-    ("/", "Shoply - Trail & Running Gear", None),
-    ("/products/trail-runner-2", "Trail Runner 2 | Shoply", "Shop"),
-    ("/products/merino-tee", "Merino Tee | Shoply", "Shop"),
-    ("/products/headlamp-300", "Headlamp 300 | Shoply", "Shop"),
-    ("/collections/sale", "Sale | Shoply", "Shop"),
-    ("/search", "Search results | Shoply", None),
-    ("/cart", "Your cart", "Checkout"),
-    ("/checkout", "Checkout", "Checkout"),
-    ("/blog/how-to-choose-trail-shoes", "How to choose trail shoes", "Blog"),
-    ("/pricing", "Shoply Pro pricing", "Marketing"),
-    ("/docs/api/getting-started", "Getting started - Shoply API", "Docs"),
-    ("/account/orders", "Your orders", "Account"),
-)
+# the demo's site, so benchmark and demo events look alike
+_HOST, _PAGES = demo.SITE_HOST, demo.SITE_PAGES
 _REFERRERS = ("", "", "", "https://www.google.com/", "https://duckduckgo.com/", "https://t.co/x9Qz",
               "https://news.ycombinator.com/", "https://www.shoply.example/")
 _SEARCHES = ("", "", "", "?utm_source=google&utm_medium=cpc", "?q=trail+shoes", "?ref=nav")

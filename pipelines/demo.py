@@ -52,7 +52,7 @@ _NO_SERVER_TIMES_SHARE = 0.006  # events without sentAt/receivedAt: event time f
 _RECEIVED_ONLY_SHARE = 0.002  # events with only receivedAt and originalTimestamp (rule 3)
 _EDGE_MARGIN = dt.timedelta(seconds=3)  # keeps skew-derived times on the day they were made for
 
-_HOST = "https://www.shoply.example"
+SITE_HOST = "https://www.shoply.example"
 _LOCALES = {  # locale -> UTC offsets (minutes) its users' devices report
     "en-US": (-300, -420, -240),
     "en-GB": (0, 60),
@@ -74,7 +74,7 @@ _BROWSERS = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Mobile Safari/537.36",
 )
-_PAGES = (  # path, title, page category (None: the SDK sends none)
+SITE_PAGES = (  # path, title, page category (None: the SDK sends none)
     ("/", "Shoply \u2013 Trail & Running Gear", None),
     ("/products/trail-runner-2", "Trail Runner 2 | Shoply", "Shop"),
     ("/products/merino-tee", "Merino Tee | Shoply", "Shop"),
@@ -398,7 +398,7 @@ def _context(rng: random.Random, user: _User) -> tuple[dict[str, Any], dict[str,
         if rng.random() < 0.1:
             ctx["traits"] = {"email": user.email}
         return ctx, None
-    path, title, category = rng.choice(_PAGES)
+    path, title, category = rng.choice(SITE_PAGES)
     search = "?q=trail+shoes" if path == "/search" else ""
     campaign = None
     if rng.random() < 0.15:
@@ -413,7 +413,7 @@ def _context(rng: random.Random, user: _User) -> tuple[dict[str, Any], dict[str,
         "referrer": rng.choice(_REFERRERS),
         "search": search,
         "title": title,
-        "url": f"{_HOST}{path}{search}",
+        "url": f"{SITE_HOST}{path}{search}",
     }
     ctx = {
         "ip": user.ip,
@@ -454,7 +454,7 @@ def _track(rng: random.Random, user: _User) -> tuple[str, str | None, dict[str, 
     roll = rng.random()
     if roll < 0.3:
         props = _product(rng)
-        props.update(currency="USD", url=f"{_HOST}/products/{props['sku'].lower()}")
+        props.update(currency="USD", url=f"{SITE_HOST}/products/{props['sku'].lower()}")
         return "Product Viewed", "Ecommerce", props
     if roll < 0.45:
         props = _product(rng)
