@@ -16,7 +16,7 @@ from assets.definitions import defs
 from assets.instance import open_instance
 from pipelines.demo import DemoReport, generate_demo
 from pipelines.lake import Lake
-from pipelines.land import read_ledger
+from pipelines.land import LandReport, read_ledger
 from pipelines.status import DayStatus, day_status
 from pipelines.storage import LocalStorage
 
@@ -69,15 +69,13 @@ def run_demo(lake: Lake, *, days: int = 7, events_per_day: int = 2000, files_per
                                  "dagster/asset_partition_range_end": touched[-1]})
     run("tier")
     ledger = read_ledger(lake)
-    reasons: dict[str, int] = {}
-    for f in ledger:
-        for reason, n in (f.reasons | ({f.file_reason: 1} if f.file_reason else {})).items():
-            reasons[reason] = reasons.get(reason, 0) + n
-    totals = {k: sum(getattr(f, k) for f in ledger) for k in ("lines", "landed", "quarantined")}
-    totals["quarantined_files"] = sum(1 for f in ledger if f.file_reason)
+    # every landing pass's records together, counted the way a single pass reports them
+    landed = LandReport(files=ledger)
+    totals = {k: landed.total(k) for k in ("lines", "landed", "quarantined")}
+    totals["quarantined_files"] = landed.quarantined_files
     by_arrival: dict[str, int] = {}
     for f in ledger:
         if f.quarantine_key:
             day = f.quarantine_key.split("arrival=", 1)[1].split("/", 1)[0]
             by_arrival[day] = by_arrival.get(day, 0) + f.quarantined + (1 if f.file_reason else 0)
-    return DemoResult(generated, day_status(lake), totals, reasons, by_arrival, run_ids)
+    return DemoResult(generated, day_status(lake), totals, landed.reasons, by_arrival, run_ids)

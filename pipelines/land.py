@@ -190,17 +190,18 @@ def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
         except _FileRejected as exc:
             return _quarantine_file(lake, info, result, exc, arrival.date(), source)
         spill.close()
-        for bucket, (path, rows) in sorted(spill.files.items(), key=lambda kv: str(kv[0])):
+        for bucket, path in sorted(spill.paths.items(), key=lambda kv: str(kv[0])):
             if bucket == "quarantine":
                 continue
             dt, hour = bucket
             key = layout.raw_key(spec, dt, hour, source, digest)
             storage.put_file("raw", key, path)
+            rows = spill.rows[bucket]
             result.outputs.append({"key": key, "dt": dt.isoformat(), "hour": hour, "rows": rows})
             result.landed += rows
-        if "quarantine" in spill.files:
+        if "quarantine" in spill.paths:
             key = layout.quarantine_lines_key(spec, arrival.date(), source, digest)
-            storage.put_file("quarantine", key, spill.files["quarantine"][0])
+            storage.put_file("quarantine", key, spill.paths["quarantine"])
             result.quarantine_key = key
     result.quarantined = sum(reasons.values())
     result.reasons = dict(sorted(reasons.items()))
@@ -239,27 +240,26 @@ class _Spill:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.files: dict[Any, tuple[Path, int]] = {}
+        self.paths: dict[Any, Path] = {}
+        self.rows: Counter[Any] = Counter()
         self._open: dict[Any, Any] = {}
         self._pending: dict[Any, list[bytes]] = {}
-        self._pending_bytes: dict[Any, int] = {}
+        self._pending_bytes: Counter[Any] = Counter()
 
     def write(self, bucket: Any, data: bytes) -> None:
-        if bucket not in self.files:
-            path = self.folder / f"{len(self.files):04d}"
+        if bucket not in self.paths:
+            path = self.folder / f"{len(self.paths):04d}"
             raw = path.open("wb")
             # filename="" and mtime=0 keep the gzip header free of names and clocks: same input,
             # same bytes. Level 1: raw is transient (it expires after compaction); measured on
             # 102k demo lines, 21% faster landing for 24% larger raw than level 6.
             self._open[bucket] = raw if bucket == "quarantine" else gzip.GzipFile(
                 filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0)
-            self.files[bucket] = (path, 0)
+            self.paths[bucket] = path
             self._pending[bucket] = []
-            self._pending_bytes[bucket] = 0
         self._pending[bucket].append(data)
         self._pending_bytes[bucket] += len(data)
-        path, n = self.files[bucket]
-        self.files[bucket] = (path, n + 1)
+        self.rows[bucket] += 1
         if self._pending_bytes[bucket] >= self.BLOCK:
             self._flush(bucket)
 

@@ -100,7 +100,9 @@ def _kind(col: Column) -> str:
     if col.remainder:
         return "remainder"
     if col.type == "timestamp":
-        return "rule_time" if len(col.paths) == 1 and col.paths[0] in [(k,) for k in _RULE_INPUTS] else "time"
+        # a top-level rule input (sentAt, ...) is parsed once for the rule and reused
+        rule_input = len(col.paths) == 1 and len(col.paths[0]) == 1 and col.paths[0][0] in _RULE_INPUTS
+        return "rule_time" if rule_input else "time"
     return "json" if col.type == "json" else "string"
 
 
