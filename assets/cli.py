@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from assets.instance import dagster_home
-from pipelines.cli import _out, app, context_lake
+from pipelines.cli import UsageProblem, _out, app, context_lake
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,15 +28,65 @@ def demo(ctx: typer.Context,
          days: int = typer.Option(7, min=1, max=366, help="Days of events, ending yesterday (UTC)."),
          events_per_day: int = typer.Option(2000, min=10, help="Distinct events per day."),
          files_per_day: int = typer.Option(40, min=2, help="Landing files per day."),
-         seed: int = typer.Option(7, help="Seed of the generator: same seed, same data.")) -> None:
+         seed: int = typer.Option(7, help="Seed of the generator: same seed, same data."),
+         s3: bool = typer.Option(False, "--s3", help="Run against an S3 + Glue emulator started on 127.0.0.1."),
+         serve: bool = typer.Option(False, "--serve", help="With --s3: keep the emulator up until Ctrl-C.")) -> None:
     """Generate demo events, then land, compact, audit, publish and plan tiering through Dagster."""
+    if not s3:
+        if serve:
+            raise UsageProblem("--serve needs --s3")
+        _demo(ctx, days, events_per_day, files_per_day, seed)
+        return
+    from pipelines.emulator import emulator
+
+    with emulator() as env:
+        lake = _demo(ctx, days, events_per_day, files_per_day, seed)
+        _print_glue_partitions(lake)
+        if serve:
+            out = _out()
+            out.print("\nthe emulator is up; in another shell:", markup=False)
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LAKE_BACKEND",
+                      "LAKE_S3_ENDPOINT_URL", "LAKE_GLUE_ENDPOINT_URL"):
+                out.print(f"  export {k}={env[k]}", markup=False, highlight=False)
+            out.print('  uv run lake query "select dt, count(*) from events group by dt order by dt"\n'
+                      "Ctrl-C stops it (its contents live in memory only).", markup=False, highlight=False)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+
+
+def _print_glue_partitions(lake) -> None:
+    """What an Athena user would see: the Glue partitions and their locations."""
+    from pipelines.glue import GlueCatalog
+
+    catalog = GlueCatalog.from_settings(lake.settings)
+    parts = catalog.list_partitions(lake.spec.table)
+    table = Table(title=f"Glue {lake.settings.glue_database}.{lake.spec.table}: {len(parts)} partitions",
+                  title_justify="left")
+    for col in ("dt", "rows", "location"):
+        table.add_column(col, no_wrap=True)
+    for p in parts:
+        table.add_row(p.dt, str(p.rows), p.location)
+    _out().print(table)
+
+
+def _demo(ctx: typer.Context, days: int, events_per_day: int, files_per_day: int, seed: int):
     from assets.demo import run_demo  # imports Dagster: only for this command
 
     lake = context_lake(ctx, must_exist=False)
+    if lake.settings.backend == "s3" and lake.settings.s3_endpoint_url:
+        from pipelines.s3 import S3Storage
+
+        if isinstance(lake.storage, S3Storage):
+            lake.storage.ensure_buckets()  # the emulator (or MinIO) starts empty
     out = _out()
     result = run_demo(lake, days=days, events_per_day=events_per_day, files_per_day=files_per_day,
                       seed=seed, log=lambda m: out.print(m, markup=False, highlight=False))
-    table = Table(title=f"clickstream.events at {lake.settings.root_path}", title_justify="left")
+    where = (lake.settings.root_path if lake.settings.backend == "local"
+             else f"s3://{lake.settings.bucket('curated')} ({lake.settings.s3_endpoint_url or 'AWS'})")
+    table = Table(title=f"{lake.spec.qualified_name} at {where}", title_justify="left")
     for col in ("dt", "rows", "duplicates dropped", "quarantined (arrived that day)", "raw files",
                 "published version"):
         table.add_column(col, no_wrap=True)
@@ -49,8 +100,10 @@ def demo(ctx: typer.Context,
               f"{t['quarantined_files']} unreadable file(s) kept whole", markup=False)
     out.print("quarantine reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(result.quarantine_reasons.items())),
               markup=False)
-    out.print("next: `uv run lake query \"select dt, count(*) from events group by dt order by dt\"`, "
-              "`uv run lake status`, `uv run lake ui`", markup=False)
+    if lake.settings.backend == "local":
+        out.print("next: `uv run lake query \"select dt, count(*) from events group by dt order by dt\"`, "
+                  "`uv run lake status`, `uv run lake ui`", markup=False)
+    return lake
 
 
 @app.command()

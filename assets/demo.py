@@ -6,7 +6,6 @@ the runs and their metadata are in the UI afterwards.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -18,7 +17,6 @@ from pipelines.demo import DemoReport, generate_demo
 from pipelines.lake import Lake
 from pipelines.land import LandReport, read_ledger
 from pipelines.status import DayStatus, day_status
-from pipelines.storage import LocalStorage
 
 
 @dataclass
@@ -41,12 +39,6 @@ def run_demo(lake: Lake, *, days: int = 7, events_per_day: int = 2000, files_per
     start = today - timedelta(days=days)
     generated = generate_demo(lake.storage, start=start, days=days, events_per_day=events_per_day,
                               files_per_day=files_per_day, seed=seed)
-    if isinstance(lake.storage, LocalStorage):
-        # Objects arrived over the week, not all just now: their mtime is what landing records
-        # as arrival (S3's LastModified), so quarantine and lineage show real arrival days.
-        for key, when in generated.arrived_at.items():
-            path = lake.storage.local_dir("landing") / key
-            os.utime(path, (when.timestamp(), when.timestamp()))
     log(f"generated {generated.files} landing files, {generated.lines} lines "
         f"({generated.bad_lines} bad, {generated.corrupt_files} corrupt file) for {start}..{today - timedelta(days=1)}")
     instance = instance or open_instance()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +49,15 @@ class Catalog(Protocol):
         """Every published partition of a table, by date."""
 
     def publish(self, table: str, partition: Partition, expected_version: str | None) -> None:
-        """Point the partition at a new version."""
+        """Point the partition at a new version if it is still at ``expected_version``."""
+
+    def publish_many(self, table: str, updates: Sequence[tuple[Partition, str | None]]) -> list[str]:
+        """Publish many partitions, each compare-and-set against its expected version.
+
+        Applies every update whose partition is still at its expected version (or already at the
+        new one) and returns the dates changed; if any were at another version, raises
+        :class:`ConcurrentPublishError` naming them after applying the others.
+        """
 
     def drop_partition(self, table: str, dt: str) -> None:
         """Take a partition out of the queryable catalog."""
@@ -57,6 +65,10 @@ class Catalog(Protocol):
 
 class ConcurrentPublishError(TransientError):
     """Another run published the same partition in between; re-read and retry."""
+
+    def __init__(self, message: str, conflicts: Sequence[str] = ()):
+        super().__init__(message)
+        self.conflicts = list(conflicts)
 
 
 _DDL = """
@@ -158,23 +170,34 @@ class LocalCatalog:
 
     def publish(self, table: str, partition: Partition, expected_version: str | None) -> None:
         """Swap the pointer if it still is ``expected_version`` (compare-and-set)."""
-        with self._tx() as db:
-            row = db.execute("SELECT version FROM partitions WHERE tbl=? AND dt=?", (table, partition.dt)).fetchone()
-            current = row[0] if row else None
-            if current == partition.version:
-                return  # already published: idempotent
-            if current != expected_version:
-                raise ConcurrentPublishError(
-                    f"{table} dt={partition.dt} is at {current}, expected {expected_version}")
-            db.execute(
-                "INSERT INTO partitions VALUES (?,?,?,?,?,?,?) ON CONFLICT(tbl, dt) DO UPDATE SET "
-                "version=excluded.version, location=excluded.location, files=excluded.files, "
-                "rows=excluded.rows, published_at=excluded.published_at",
-                (table, partition.dt, partition.version, partition.location,
-                 orjson.dumps(list(partition.files)).decode(), partition.rows, partition.published_at),
-            )
-            db.execute("INSERT INTO publish_log VALUES (?,?,?,?,?,?)",
-                       (table, partition.dt, partition.version, current, time.time(), "publish"))
+        self.publish_many(table, [(partition, expected_version)])
+
+    def publish_many(self, table: str, updates: Sequence[tuple[Partition, str | None]]) -> list[str]:
+        changed, conflicts = [], []
+        with self._tx() as db:  # one transaction: the batch becomes visible at once
+            for partition, expected_version in updates:
+                row = db.execute("SELECT version FROM partitions WHERE tbl=? AND dt=?",
+                                 (table, partition.dt)).fetchone()
+                current = row[0] if row else None
+                if current == partition.version:
+                    continue  # already published: idempotent
+                if current != expected_version:
+                    conflicts.append(f"dt={partition.dt} is at {current}, expected {expected_version}")
+                    continue
+                db.execute(
+                    "INSERT INTO partitions VALUES (?,?,?,?,?,?,?) ON CONFLICT(tbl, dt) DO UPDATE SET "
+                    "version=excluded.version, location=excluded.location, files=excluded.files, "
+                    "rows=excluded.rows, published_at=excluded.published_at",
+                    (table, partition.dt, partition.version, partition.location,
+                     orjson.dumps(list(partition.files)).decode(), partition.rows, partition.published_at),
+                )
+                db.execute("INSERT INTO publish_log VALUES (?,?,?,?,?,?)",
+                           (table, partition.dt, partition.version, current, time.time(), "publish"))
+                changed.append(partition.dt)
+        if conflicts:
+            raise ConcurrentPublishError(f"{table}: " + "; ".join(conflicts),
+                                         [c.split()[0].removeprefix("dt=") for c in conflicts])
+        return changed
 
     def drop_partition(self, table: str, dt: str) -> None:
         with self._tx() as db:
@@ -210,9 +233,9 @@ def check_compatible(old: list[tuple[str, str]], new: list[tuple[str, str]], tab
 
 
 def open_catalog(settings) -> Catalog:
-    """Build the catalog the settings name."""
-    if settings.backend == "local":
+    """Build the catalog the settings name (``LAKE_CATALOG``, by default from the backend)."""
+    if settings.catalog_kind == "local":
         return LocalCatalog(settings.root_path / "_catalog" / "catalog.sqlite")
-    from pipelines.glue import GlueCatalog  # arrives with the S3/Glue backend
+    from pipelines.glue import GlueCatalog
 
     return GlueCatalog.from_settings(settings)

@@ -453,3 +453,7 @@ def status(ctx: typer.Context) -> None:
                       _cell("-" if d.published_rows is None else d.published_rows),
                       _cell("-" if d.duplicates is None else d.duplicates), state)
     out.print(table)
+
+
+# registers `lake ddl` and `lake catalog ...` on this app (they import from this module)
+from pipelines import cli_catalog  # noqa: E402, F401

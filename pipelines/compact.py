@@ -75,7 +75,9 @@ def compact_day(lake: Lake, dt: str | date) -> CompactResult:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lake-compact-") as tmp:
         staged = Path(tmp) / "out"
-        counts = _write_parquet(lake, [lake.storage.uri("raw", o.key) for o in inputs], staged, Path(tmp))
+        # remote raw objects are fetched with many GETs in flight; local ones are read in place
+        files = lake.storage.fetch("raw", [o.key for o in inputs], Path(tmp) / "raw")
+        counts = _write_parquet(lake, [str(f) for f in files], staged, Path(tmp))
         outputs = _upload(lake, day, version, sorted(staged.glob("*.parquet"), key=_file_index))
     manifest = {
         "table": lake.spec.qualified_name,

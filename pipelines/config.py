@@ -7,6 +7,7 @@ Every variable has the prefix ``LAKE_``. Nothing here is read at import time: ca
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +19,9 @@ ENV_PREFIX = "LAKE_"
 ROLES = ("landing", "raw", "curated", "quarantine")
 
 MiB = 1 << 20
+# the longest role suffix is "-quarantine" (11); bucket names stop at 63 characters
+_BUCKET_PREFIX = re.compile(r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]")
+_GLUE_NAME = re.compile(r"[a-z0-9_]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,27 @@ class LakeSettings:
     #: events whose time is further than this beyond their arrival are quarantined
     future_tolerance_seconds: int = 24 * 3600
     # S3 / Glue (used by the s3 backend)
+    #: where the catalog lives: ``local`` (SQLite under ``root``) or ``glue``; empty means
+    #: ``glue`` on the s3 backend and ``local`` on the local one (MinIO users pick ``local``)
+    catalog: str = ""
+    #: an S3-compatible endpoint (MinIO, LocalStack, the emulator); empty means AWS itself
     s3_endpoint_url: str | None = None
+    #: a Glue endpoint; empty means AWS itself (the emulator serves S3 and Glue on one URL)
+    glue_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
     aws_profile: str | None = None
     glue_database: str = "clickstream"
+    #: botocore retry attempts (``standard`` mode: exponential backoff with jitter, throttling
+    #: and 5xx retried); the first try counts
+    aws_max_attempts: int = 8
+    #: S3 requests in flight at once when listing and reading many small objects
+    s3_concurrency: int = 32
+    #: server-side encryption of every PUT: ``AES256`` (SSE-S3) or ``aws:kms`` (SSE-KMS)
+    s3_sse: str = "AES256"
+    #: the KMS key for ``aws:kms``; empty means the account's ``aws/s3`` key
+    s3_kms_key_id: str | None = None
+    #: uploads above this size go multipart (parts of this size, ``s3_concurrency`` at once)
+    s3_multipart_bytes: int = 64 * MiB
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +97,14 @@ class LakeSettings:
         settings.validate()
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """The ``LAKE_*`` variables that reproduce these settings (fields left at their default
+        are omitted), e.g. for a process or a Dagster run started from here."""
+        default = LakeSettings()
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)
+                if f.name != "extra" and getattr(self, f.name) != getattr(default, f.name)
+                and getattr(self, f.name) is not None}
+
     def with_(self, **changes: Any) -> LakeSettings:
         """A copy with some fields changed."""
         return replace(self, **changes)
@@ -92,6 +121,32 @@ class LakeSettings:
             raise ConfigError("LAKE_LAND_WORKERS must be 0 (one per core) or more")
         if self.duckdb_threads < 1:
             raise ConfigError("LAKE_DUCKDB_THREADS must be at least 1")
+        if self.catalog not in ("", "local", "glue"):
+            raise ConfigError(f"LAKE_CATALOG must be 'local' or 'glue', not {self.catalog!r}")
+        if self.catalog_kind == "glue" and self.backend != "s3":
+            raise ConfigError("LAKE_CATALOG=glue needs LAKE_BACKEND=s3: Glue locations are s3:// URIs")
+        if self.s3_sse not in ("AES256", "aws:kms"):
+            raise ConfigError(f"LAKE_S3_SSE must be 'AES256' (SSE-S3) or 'aws:kms' (SSE-KMS), not {self.s3_sse!r}")
+        if self.s3_kms_key_id and self.s3_sse != "aws:kms":
+            raise ConfigError("LAKE_S3_KMS_KEY_ID is set but LAKE_S3_SSE is not 'aws:kms'")
+        if not 1 <= self.aws_max_attempts <= 50:
+            raise ConfigError("LAKE_AWS_MAX_ATTEMPTS must be between 1 and 50")
+        if not 1 <= self.s3_concurrency <= 512:
+            raise ConfigError("LAKE_S3_CONCURRENCY must be between 1 and 512")
+        if self.s3_multipart_bytes < 5 * MiB:
+            raise ConfigError("LAKE_S3_MULTIPART_BYTES must be at least 5 MiB (the S3 minimum part size)")
+        if not _BUCKET_PREFIX.fullmatch(self.bucket_prefix):
+            raise ConfigError(
+                f"LAKE_BUCKET_PREFIX {self.bucket_prefix!r} cannot name S3 buckets: use 3-40 lowercase "
+                "letters, digits and hyphens, starting and ending with a letter or digit")
+        if not _GLUE_NAME.fullmatch(self.glue_database):
+            raise ConfigError(f"LAKE_GLUE_DATABASE {self.glue_database!r} must be lowercase letters, digits "
+                              "and underscores (Athena folds names to lowercase)")
+
+    @property
+    def catalog_kind(self) -> str:
+        """``local`` or ``glue``: the catalog these settings use."""
+        return self.catalog or ("glue" if self.backend == "s3" else "local")
 
     @property
     def root_path(self) -> Path:

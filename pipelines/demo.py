@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from pipelines.storage import validate_key
+from pipelines.storage import ARRIVED_AT, validate_key
 
 __all__ = ["BAD_REASONS", "SOURCES", "DemoReport", "event_time", "generate_demo"]
 
@@ -175,7 +175,7 @@ class DemoReport:
     keys: list[str]
     corrupt_files: int = 0
     #: when each object "arrived": the end of its window of receivedAt times (the destination
-    #: flushes then); a local demo lake sets the files' mtimes to it, S3 cannot
+    #: flushes then), stored as each object's ``arrived-at`` metadata
     arrived_at: dict[str, dt.datetime] = field(default_factory=dict)
 
 
@@ -891,7 +891,9 @@ def generate_demo(
             if f.fmt == "corrupt":
                 data = data[: len(data) // 2]
             f.key = _key(prefix, f, ".ndjson.gz")
-        storage.put("landing", validate_key(f.key), data)
+        # the time the destination flushed the batch, as a collector would stamp it
+        storage.put("landing", validate_key(f.key), data,
+                    metadata={ARRIVED_AT: str(int(f.window_end.timestamp()))})
         keys.append(f.key)
         arrived[f.key] = f.window_end
         if f.fmt != "corrupt":

@@ -10,9 +10,16 @@ import duckdb
 from pipelines.config import LakeSettings
 
 
-def connect(settings: LakeSettings, spill_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB bounded by ``LAKE_DUCKDB_MEMORY_LIMIT`` that spills to ``spill_dir``."""
+def connect(settings: LakeSettings, spill_dir: Path | None = None, filesystem=None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB bounded by ``LAKE_DUCKDB_MEMORY_LIMIT`` that spills to ``spill_dir``.
+
+    ``filesystem`` (an fsspec filesystem, e.g. the S3 backend's) is registered so ``s3://``
+    addresses are read through it: no httpfs extension, so nothing is downloaded at run time.
+    """
+    # never fetch extensions: machines running the lake may have no internet
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    if filesystem is not None:
+        con.register_filesystem(filesystem)
     spill = spill_dir or Path(tempfile.gettempdir()) / "clickstream-lake-spill"
     spill.mkdir(parents=True, exist_ok=True)
     con.execute(f"SET memory_limit = {literal(settings.duckdb_memory_limit)}")

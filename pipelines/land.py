@@ -17,7 +17,7 @@ import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ import orjson
 from pipelines import layout
 from pipelines.lake import Lake
 from pipelines.normalize import Normalizer, Reject, partition_of
-from pipelines.storage import ObjectInfo
+from pipelines.storage import ARRIVED_AT, ObjectInfo
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -130,20 +130,33 @@ def _land_all(lake: Lake, todo: list[ObjectInfo]) -> Iterator[FileResult]:
     """Land objects, in worker processes when there are enough of them to pay for the start-up.
 
     Parsing and validating is CPU-bound Python; files are independent, so they spread over
-    ``LAKE_LAND_WORKERS`` processes (default: one per core).
+    ``LAKE_LAND_WORKERS`` processes (default: one per core). On S3 each object also costs a few
+    requests (GET, PUTs, the ledger record) whose latency dwarfs the parsing of a small file, so
+    each process keeps ``LAKE_S3_CONCURRENCY / processes`` objects in flight on threads.
     """
     workers = min(lake.settings.land_workers or os.cpu_count() or 1, len(todo))
+    remote = lake.settings.backend == "s3"
     if workers <= 1 or len(todo) < _MIN_FILES_FOR_WORKERS:
-        for info in todo:
-            yield land_object(lake, info)
+        yield from _land_threaded(lake, todo, lake.settings.s3_concurrency if remote else 1)
         return
+    threads = max(1, lake.settings.s3_concurrency // workers) if remote else 1
+    batch = max(1, threads * 4)  # whole batches keep every thread of a worker busy
     # spawn, not fork: the caller may be a threaded Dagster or webserver process
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(lake.settings, lake.spec.table)) as pool:
-        futures = [pool.submit(_worker_land, info) for info in todo]
+        futures = [pool.submit(_worker_land, todo[i:i + batch], threads) for i in range(0, len(todo), batch)]
         for future in as_completed(futures):
-            yield future.result()
+            yield from future.result()
+
+
+def _land_threaded(lake: Lake, todo: list[ObjectInfo], threads: int) -> Iterator[FileResult]:
+    if threads <= 1 or len(todo) <= 1:
+        for info in todo:
+            yield land_object(lake, info)
+        return
+    with ThreadPoolExecutor(min(threads, len(todo)), thread_name_prefix="lake-land") as pool:
+        yield from pool.map(lambda info: land_object(lake, info), todo)
 
 
 _MIN_FILES_FOR_WORKERS = 64
@@ -155,9 +168,9 @@ def _worker_init(settings, table: str) -> None:
     _worker_lake = Lake.open(settings, table=table)
 
 
-def _worker_land(info: ObjectInfo) -> FileResult:
+def _worker_land(infos: list[ObjectInfo], threads: int) -> list[FileResult]:
     assert _worker_lake is not None
-    return land_object(_worker_lake, info)
+    return list(_land_threaded(_worker_lake, infos, threads))
 
 
 def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
@@ -170,14 +183,15 @@ def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
     spec, storage, settings = lake.spec, lake.storage, lake.settings
     digest = layout.object_digest(info.key, info.etag)
     source = layout.source_name(info.key)
-    arrival = datetime.fromtimestamp(info.mtime, tz=UTC).replace(microsecond=0)
     result = FileResult(source_key=info.key, etag=info.etag, size=info.size, digest=digest)
     normalizer = Normalizer(spec, timedelta(seconds=settings.future_tolerance_seconds))
     reasons: Counter[str] = Counter()
 
+    arrival = datetime.fromtimestamp(info.mtime, tz=UTC).replace(microsecond=0)
     with tempfile.TemporaryDirectory(prefix="lake-land-") as tmp, _Spill(Path(tmp)) as spill:
         try:
             with storage.open("landing", info.key) as fh:
+                arrival = arrival_time(fh, info)
                 for line in _records(fh, settings.max_line_bytes):
                     result.lines += 1
                     row = _parse(line, normalizer, arrival, info.key)
@@ -209,6 +223,16 @@ def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
         raise AssertionError(f"conservation broken for {info.key}: {result}")
     _write_ledger(lake, result)
     return result
+
+
+def arrival_time(stream: Any, info: ObjectInfo) -> datetime:
+    """When the object's events arrived: its :data:`ARRIVED_AT` metadata, else its mtime."""
+    when = (getattr(stream, "metadata", None) or {}).get(ARRIVED_AT)
+    try:
+        ts = float(when) if when is not None else info.mtime
+    except ValueError:
+        ts = info.mtime  # a malformed stamp is not worth refusing the object for
+    return datetime.fromtimestamp(ts, tz=UTC).replace(microsecond=0)
 
 
 def _quarantine_file(lake: Lake, info: ObjectInfo, result: FileResult, exc: _FileRejected,

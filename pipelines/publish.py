@@ -8,6 +8,8 @@ already planned against them, and are deleted afterwards.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
 
@@ -16,6 +18,7 @@ from pipelines.catalog import Partition
 from pipelines.compact import read_manifest
 from pipelines.errors import AuditError, NotFoundError
 from pipelines.lake import Lake
+from pipelines.locks import partition_locks
 from pipelines.verify import read_audit
 
 
@@ -32,25 +35,48 @@ class PublishResult:
 
 def publish_version(lake: Lake, dt: str | date, version: str) -> PublishResult:
     """Publish ``version`` of ``dt``; refuses a version whose recorded audit did not pass."""
-    day = layout.parse_dt(dt).isoformat()
+    return publish_versions(lake, [(dt, version)])[0]
+
+
+def publish_versions(lake: Lake, items: Sequence[tuple[str | date, str]]) -> list[PublishResult]:
+    """Publish several (day, version) pairs in one catalog batch, each compare-and-set.
+
+    Every version must be complete and audited; that is checked for all of them before the
+    catalog is touched. Catalogs without a compare-and-set of their own (Glue) are guarded by
+    per-day locks around read-check-write.
+    """
     spec = lake.spec
-    manifest = read_manifest(lake, day, version)
-    if manifest is None:
-        raise NotFoundError(f"version {version} of dt={day} is incomplete (no manifest)")
-    audit = read_audit(lake, day, version)
-    if audit is None or not audit.get("passed"):
-        raise AuditError(f"version {version} of dt={day} has not passed its audit; not publishing")
+    wanted: dict[str, tuple[str, dict]] = {}
+    for dt, version in items:
+        day = layout.parse_dt(dt).isoformat()
+        manifest = read_manifest(lake, day, version)
+        if manifest is None:
+            raise NotFoundError(f"version {version} of dt={day} is incomplete (no manifest)")
+        audit = read_audit(lake, day, version)
+        if audit is None or not audit.get("passed"):
+            raise AuditError(f"version {version} of dt={day} has not passed its audit; not publishing")
+        wanted[day] = (version, manifest)
+    if not wanted:
+        return []
     lake.catalog.ensure_table(spec, lake.storage.uri("curated", layout.table_prefix(spec) + "/"))
-    current = lake.catalog.get_partition(spec.table, day)
-    location = lake.storage.uri("curated", layout.version_prefix(spec, day, version))
-    if current is not None and current.version == version:
-        return PublishResult(day, version, version, location, changed=False)
-    partition = Partition(
-        table=spec.table, dt=day, version=version, location=location,
-        files=tuple(lake.storage.uri("curated", o["key"]) for o in manifest["outputs"]),
-        rows=manifest["counts"]["rows"], published_at=time.time())
-    lake.catalog.publish(spec.table, partition, expected_version=current.version if current else None)
-    return PublishResult(day, version, current.version if current else None, location, changed=True)
+    guard = partition_locks(lake, list(wanted)) if lake.settings.catalog_kind == "glue" else nullcontext()
+    with guard:
+        current = {day: lake.catalog.get_partition(spec.table, day) for day in wanted}
+        results, updates = [], []
+        now = time.time()
+        for day, (version, manifest) in sorted(wanted.items()):
+            location = lake.storage.uri("curated", layout.version_prefix(spec, day, version))
+            before = current[day].version if current[day] else None
+            results.append(PublishResult(day, version, before, location, changed=before != version))
+            if before == version:
+                continue
+            updates.append((Partition(
+                table=spec.table, dt=day, version=version, location=location,
+                files=tuple(lake.storage.uri("curated", o["key"]) for o in manifest["outputs"]),
+                rows=manifest["counts"]["rows"], published_at=now), before))
+        if updates:
+            lake.catalog.publish_many(spec.table, updates)
+    return results
 
 
 def retire_versions(lake: Lake, dt: str | date, *, now: float | None = None,

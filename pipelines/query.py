@@ -25,7 +25,7 @@ def view_sql(lake: Lake) -> str:
 
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the table's view defined."""
-    con = duck.connect(lake.settings)
+    con = duck.connect(lake.settings, filesystem=lake.storage.filesystem)
     con.execute(view_sql(lake))
     return con
 

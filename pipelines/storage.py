@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -21,6 +21,11 @@ from pipelines.config import ROLES, LakeSettings
 from pipelines.errors import ConfigError, NotFoundError
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9._=\-+@]+$")
+
+#: object metadata naming when a landing object's events arrived (Unix seconds). A collector that
+#: buffers before uploading sets it so arrival is when it received the batch, not when it
+#: uploaded; without it arrival is the object's last-modified time.
+ARRIVED_AT = "arrived-at"
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,15 @@ class Storage(Protocol):
         """The whole object."""
 
     def open(self, role: str, key: str) -> BinaryIO:
-        """A readable binary stream over the object."""
+        """A readable binary stream over the object (with a ``metadata`` dict where the backend
+        has user metadata)."""
 
-    def put(self, role: str, key: str, data: bytes) -> ObjectInfo:
-        """Write an object atomically: readers see the old bytes or the new, never a part."""
+    def put(self, role: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Write an object atomically: readers see the old bytes or the new, never a part.
+
+        ``metadata`` is user metadata; the embedded backend keeps only :data:`ARRIVED_AT`
+        (as the file's mtime).
+        """
 
     def put_file(self, role: str, key: str, path: Path) -> ObjectInfo:
         """Upload a local file atomically (multipart where the backend has it)."""
@@ -78,6 +88,16 @@ class Storage(Protocol):
     def abort_incomplete(self, role: str, prefix: str, older_than_seconds: float) -> int:
         """Remove uploads under ``prefix`` that a killed writer left unfinished (temporary files,
         multipart uploads) and that are older than the given age. Returns how many."""
+
+    def fetch(self, role: str, keys: list[str], dest: Path) -> list[Path]:
+        """Local files holding the objects, in key order (downloaded into ``dest`` if remote)."""
+
+    def put_if_absent(self, role: str, key: str, data: bytes) -> bool:
+        """Create an object only if none exists; False when one does (an atomic test-and-set)."""
+
+    @property
+    def filesystem(self):
+        """An fsspec filesystem DuckDB reads ``uri()`` addresses through, or None for local paths."""
 
 
 class LocalStorage:
@@ -169,7 +189,7 @@ class LocalStorage:
         except FileNotFoundError:
             raise NotFoundError(f"no object {role}/{key}") from None
 
-    def put(self, role: str, key: str, data: bytes) -> ObjectInfo:
+    def put(self, role: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         path = self._path(role, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -179,6 +199,9 @@ class LocalStorage:
             # durability across power loss, S3 does
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            if metadata and ARRIVED_AT in metadata:
+                when = float(metadata[ARRIVED_AT])
+                os.utime(tmp, (when, when))  # mtime is the local arrival time, like LastModified
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -227,6 +250,27 @@ class LocalStorage:
                 removed += 1
                 _prune_empty(path.parent, self._dir(role))
         return removed
+
+    def fetch(self, role: str, keys: list[str], dest: Path) -> list[Path]:
+        return [self._path(role, k) for k in keys]  # already local: nothing to copy
+
+    def put_if_absent(self, role: str, key: str, data: bytes) -> bool:
+        path = self._path(role, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, path)  # atomic, and fails if the name exists: the local conditional PUT
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    @property
+    def filesystem(self):
+        return None
 
     def local_dir(self, role: str) -> Path:
         """The folder that holds a role's objects (embedded backend only)."""

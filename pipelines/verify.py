@@ -6,8 +6,10 @@ from the numbers compaction wrote down, so a bug in compaction cannot vouch for 
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -71,9 +73,23 @@ def audit_version(lake: Lake, dt: str | date, version: str, *, record: bool = Tr
     if manifest is None:
         raise NotFoundError(f"version {version} of dt={day} has no manifest: it was never completed")
     spec = lake.spec
+    # the Parquet files are read where they were published (through S3 on that backend), so
+    # the audit vouches for the uploaded objects, not for local copies
     parts = [lake.storage.uri("curated", o["key"]) for o in manifest["outputs"]]
-    raws = [lake.storage.uri("raw", o["key"]) for o in manifest["inputs"]]
-    con = duck.connect(lake.settings)
+    with tempfile.TemporaryDirectory(prefix="lake-audit-") as tmp:
+        raws = [str(p) for p in lake.storage.fetch("raw", [o["key"] for o in manifest["inputs"]], Path(tmp))]
+        checks = _run_checks(lake, day, manifest, parts, raws)
+    report = AuditReport(day.isoformat(), version, checks)
+    if record:
+        lake.storage.put("curated", layout.audit_key(spec, day, version),
+                         orjson.dumps(asdict(report) | {"passed": report.passed},
+                                      option=orjson.OPT_INDENT_2, default=str))
+    return report
+
+
+def _run_checks(lake: Lake, day: date, manifest: dict[str, Any], parts: list[str], raws: list[str]) -> list[Check]:
+    spec = lake.spec
+    con = duck.connect(lake.settings, filesystem=lake.storage.filesystem)
     checks: list[Check] = []
     try:
         key = duck.ident(spec.dedupe_key)
@@ -106,12 +122,7 @@ def audit_version(lake: Lake, dt: str | date, version: str, *, record: bool = Tr
         checks.append(_sorted_check(lake, con, parts))
     finally:
         con.close()
-    report = AuditReport(day.isoformat(), version, checks)
-    if record:
-        lake.storage.put("curated", layout.audit_key(spec, day, version),
-                         orjson.dumps(asdict(report) | {"passed": report.passed},
-                                      option=orjson.OPT_INDENT_2, default=str))
-    return report
+    return checks
 
 
 def read_audit(lake: Lake, dt: str | date, version: str) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from pipelines.compact import CompactResult, compact_day, read_manifest
 from pipelines.errors import AuditError
 from pipelines.lake import Lake
 from pipelines.land import raw_objects
-from pipelines.publish import PublishResult, publish_version, retire_versions
+from pipelines.publish import PublishResult, publish_version, publish_versions, retire_versions
 from pipelines.verify import AuditReport, audit_version, read_audit
 
 
@@ -108,13 +108,16 @@ def latest_audited(lake: Lake, dt: str | date) -> tuple[str, dict] | None:
 
 
 def publish_days(lake: Lake, dts: list[str]) -> tuple[list[tuple[PublishResult, list[str]]], list[str]]:
-    """Publish the newest audited version of each day; returns (results, days with nothing staged)."""
-    done, missing = [], []
+    """Publish the newest audited version of each day in one catalog batch, then retire old ones.
+
+    Returns (results, days with nothing staged).
+    """
+    chosen, missing = [], []
     for dt in dts:
         found = latest_audited(lake, dt)
         if found is None:
             missing.append(str(dt))
-            continue
-        published = publish_version(lake, dt, found[0])
-        done.append((published, retire_versions(lake, dt)))
-    return done, missing
+        else:
+            chosen.append((dt, found[0]))
+    published = publish_versions(lake, chosen)
+    return [(p, retire_versions(lake, p.dt)) for p in published], missing

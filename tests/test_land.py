@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import random
 from collections import Counter
 from dataclasses import asdict
@@ -25,7 +24,7 @@ from pipelines.land import (
     read_quarantine,
     read_raw_rows,
 )
-from pipelines.storage import validate_key
+from pipelines.storage import ARRIVED_AT, validate_key
 
 
 def dumps(obj) -> bytes:
@@ -33,12 +32,9 @@ def dumps(obj) -> bytes:
 
 
 def put(lake: Lake, key: str, data: bytes, *, mtime: datetime | None = None):
-    info = lake.storage.put("landing", key, data)
-    if mtime is not None:
-        path = lake.storage.local_dir("landing") / key
-        os.utime(path, (mtime.timestamp(), mtime.timestamp()))
-        info = lake.storage.head("landing", key)
-    return info
+    """Drop an object into the inbox; ``mtime`` is when its events arrived (ARRIVED_AT)."""
+    meta = {ARRIVED_AT: str(mtime.timestamp())} if mtime is not None else None
+    return lake.storage.put("landing", key, data, metadata=meta)
 
 
 def snapshot(lake: Lake, role: str) -> dict[str, bytes]:
