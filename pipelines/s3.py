@@ -104,6 +104,8 @@ class S3Storage:
 
     def list(self, role: str, prefix: str = "") -> Iterator[ObjectInfo]:
         bucket = self._bucket(role)
+        if prefix:
+            validate_key(prefix)  # the same rule as the local folder: no "..", no empty segments
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         try:
             for page in pages:

@@ -59,8 +59,10 @@ def runner() -> CliRunner:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    root = tmp_path / "lake"
+def root(settings) -> Path:
+    """A lake with two landing files, on either backend (on S3 the ``settings`` fixture has put
+    the test's ``LAKE_*`` variables in the environment, so every command reaches its buckets)."""
+    root = settings.root_path
     lake = open_lake(str(root))
     lake.storage.put("landing", "segment/2026/11/01/batch-a.ndjson.gz", _ndjson_gz(FILE_A))
     lake.storage.put("landing", "segment/2026/11/02/batch-b.ndjson.gz", _ndjson_gz(FILE_B))

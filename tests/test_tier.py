@@ -6,13 +6,12 @@ import gzip
 import hashlib
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from pipelines import layout
 from pipelines.compact import read_manifest
-from pipelines.config import LakeSettings
+from pipelines.config import ROLES, LakeSettings
 from pipelines.lake import Lake
 from pipelines.land import land_inbox
 from pipelines.tier import (
@@ -25,7 +24,7 @@ from pipelines.tier import (
     plan,
 )
 from pipelines.wap import process_day
-from tests.conftest import event, ndjson
+from tests.conftest import event, ndjson, s3_settings_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,12 +76,15 @@ def _blob(n: int) -> str:
     return hashlib.sha512(str(n).encode()).hexdigest() * 2  # ~86 bytes of Parquet per row
 
 
-def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file under the lake: size, mtime and content digest.
+def _snapshot(lake: Lake) -> dict[str, tuple]:
+    """Every object of the lake: size, mtime (local) or ETag (S3), and content digest.
 
     SQLite's shared-memory index (``-shm``) is rewritten by every reader, so it is left out; the
     catalog's contents are compared through the catalog itself.
     """
+    if lake.settings.backend == "s3":
+        return {f"{role}/{o.key}": (o.size, o.etag, o.mtime) for role in ROLES for o in lake.storage.list(role)}
+    root = lake.settings.root_path
     out = {}
     for p in sorted(root.rglob("*")):
         if p.is_file() and not p.name.endswith("-shm"):
@@ -92,15 +94,19 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def aged_lake(tmp_path_factory) -> tuple[Lake, dict[str, str], date]:
+@pytest.fixture(scope="module", params=["local", "s3"])
+def aged_lake(request, tmp_path_factory) -> tuple[Lake, dict[str, str], date]:
     """Published partitions at several ages relative to ``today`` (real today + 20 days).
 
     Event times must not be later than their arrival (now), so partition dates are in the past
     and the plan is asked about a day 20 days ahead. Module-scoped (it lands ~17k events); the
     tests using it only read, and check that by snapshotting the lake folder.
     """
-    settings = LakeSettings(root=str(tmp_path_factory.mktemp("aged") / "lake"), duckdb_memory_limit="512MB")
+    root = tmp_path_factory.mktemp("aged") / "lake"
+    if request.param == "local":
+        settings = LakeSettings(root=str(root), duckdb_memory_limit="512MB")
+    else:
+        settings = s3_settings_for(request.getfixturevalue("moto_endpoint"), root)
     lake = Lake.open(settings.with_(target_file_bytes=1 << 20, row_group_rows=256))
     real = datetime.now(UTC).date()
     today = real + timedelta(days=20)
@@ -150,10 +156,10 @@ def test_plan_moves_expiries_and_costs(aged_lake):
     assert all(s >= small for s in sizes["glacier"])
 
     policy = POLICY
-    before = _snapshot(lake.settings.root_path)
+    before = _snapshot(lake)
     catalog_before = lake.catalog.list_partitions(spec.table)
     result = plan(lake, policy, today=today)
-    assert _snapshot(lake.settings.root_path) == before
+    assert _snapshot(lake) == before
     assert lake.catalog.list_partitions(spec.table) == catalog_before
     assert result.today == today.isoformat()
 
@@ -216,7 +222,7 @@ def test_plan_on_other_days(aged_lake):
     raw_all = sum(o.size for o in _objects(lake, "raw", layout.table_prefix(spec) + "/dt="))
     raw_kept = sum(o.size for o in _objects(lake, "raw", layout.raw_day_prefix(spec, days["standard"])))
     q = sum(o.size for o in _objects(lake, "quarantine", layout.table_prefix(spec) + "/"))
-    before = _snapshot(lake.settings.root_path)
+    before = _snapshot(lake)
 
     # 17 days earlier (3 days after the compaction): only the oldest partition (age 73) is past
     # 30 days; raw is listed for expiry but not gone yet, quarantine neither
@@ -236,7 +242,7 @@ def test_plan_on_other_days(aged_lake):
                                "STANDARD": float(5 * (curated - big_mixed - big_glacier + raw_kept)),
                                "STANDARD_IA": float(3 * big_mixed)}
     assert late.cost_now == early.cost_now == {"STANDARD": float(5 * (curated + raw_all + q))}
-    assert _snapshot(lake.settings.root_path) == before
+    assert _snapshot(lake) == before
 
 
 def test_plan_of_an_empty_lake(lake: Lake):
