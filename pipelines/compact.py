@@ -10,6 +10,7 @@ becomes visible to readers until :mod:`pipelines.publish` moves the catalog poin
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class CompactResult:
     version: str
     manifest: dict[str, Any]
     reused: bool  # True when this exact version already existed
+    #: local copies of the inputs, kept in the caller's ``work`` folder (not in the manifest)
+    raw_files: list[Path] | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -61,8 +64,50 @@ def read_manifest(lake: Lake, dt: str | date, version: str) -> dict[str, Any] | 
     return orjson.loads(lake.storage.get("curated", key))
 
 
-def compact_day(lake: Lake, dt: str | date) -> CompactResult:
-    """Write a new version of partition ``dt`` from its raw objects (not yet published)."""
+#: small raw objects are concatenated into local bundles of about this size before DuckDB reads
+#: them: a gzip file may hold many members, and DuckDB pays ~1-3 ms and some memory per file, so
+#: a day of 20,000 small objects read as a few bundles is ~20x faster than read one by one
+BUNDLE_BYTES = 64 << 20
+
+
+def local_raw(lake: Lake, keys: list[str], work: Path) -> list[Path]:
+    """The raw objects ``keys`` as a few local gzip files: fetched (remote backends, with many
+    GETs in flight) and bundled; objects already large enough are used as they are."""
+    fetched = work / "fetched"
+    work.mkdir(parents=True, exist_ok=True)
+    paths = lake.storage.fetch("raw", keys, fetched)
+    bundles: list[Path] = []
+    out: list[Path] = []
+    current, size = None, 0
+    try:
+        for path in paths:
+            n = path.stat().st_size
+            if n >= BUNDLE_BYTES // 4:
+                out.append(path)
+                continue
+            if current is None or size >= BUNDLE_BYTES:
+                if current is not None:
+                    current.close()
+                bundles.append(work / f"bundle-{len(bundles):05d}.ndjson.gz")
+                current, size = bundles[-1].open("wb"), 0
+            with path.open("rb") as src:
+                shutil.copyfileobj(src, current, 1 << 20)
+            size += n
+            if path.is_relative_to(fetched):
+                path.unlink()  # a downloaded copy: keep local disk at about one copy of the day
+    finally:
+        if current is not None:
+            current.close()
+    return out + bundles
+
+
+def compact_day(lake: Lake, dt: str | date, *, work: Path | None = None) -> CompactResult:
+    """Write a new version of partition ``dt`` from its raw objects (not yet published).
+
+    With ``work`` (a folder the caller removes), the day's local raw copies are kept there and
+    returned in :attr:`CompactResult.raw_files`, so the audit that follows reads them again
+    instead of fetching every object a second time.
+    """
     day = layout.parse_dt(dt)
     inputs = raw_objects(lake, day)
     if not inputs:
@@ -75,8 +120,7 @@ def compact_day(lake: Lake, dt: str | date) -> CompactResult:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lake-compact-") as tmp:
         staged = Path(tmp) / "out"
-        # remote raw objects are fetched with many GETs in flight; local ones are read in place
-        files = lake.storage.fetch("raw", [o.key for o in inputs], Path(tmp) / "raw")
+        files = local_raw(lake, [o.key for o in inputs], Path(work or tmp) / "raw")
         counts = _write_parquet(lake, [str(f) for f in files], staged, Path(tmp))
         outputs = _upload(lake, day, version, sorted(staged.glob("*.parquet"), key=_file_index))
     manifest = {
@@ -97,7 +141,8 @@ def compact_day(lake: Lake, dt: str | date) -> CompactResult:
     # The manifest is written last: a version without one is incomplete and never published.
     lake.storage.put("curated", layout.manifest_key(lake.spec, day, version),
                      orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    return CompactResult(day.isoformat(), version, manifest, reused=False)
+    return CompactResult(day.isoformat(), version, manifest, reused=False,
+                         raw_files=files if work is not None else None)
 
 
 def _write_parquet(lake: Lake, files: list[str], out_dir: Path, tmp: Path) -> dict[str, int]:
@@ -105,6 +150,9 @@ def _write_parquet(lake: Lake, files: list[str], out_dir: Path, tmp: Path) -> di
     con = duck.connect(lake.settings, spill_dir=tmp / "spill")
     try:
         cols = spec.duckdb_columns()
+        # the load needs no order (dedupe and sort come after): without it DuckDB's memory no
+        # longer grows with the number of input files
+        con.execute("SET preserve_insertion_order = false")
         con.execute(
             "CREATE TEMP TABLE raw AS SELECT * FROM read_json("
             f"{duck.list_literal(files)}, columns={duck.struct_literal(cols)}, "

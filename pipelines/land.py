@@ -17,7 +17,7 @@ import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from pipelines import layout
+from pipelines.concurrency import bounded_map
 from pipelines.lake import Lake
 from pipelines.normalize import Normalizer, Reject, partition_of
 from pipelines.storage import ARRIVED_AT, ObjectInfo
@@ -155,8 +156,7 @@ def _land_threaded(lake: Lake, todo: list[ObjectInfo], threads: int) -> Iterator
         for info in todo:
             yield land_object(lake, info)
         return
-    with ThreadPoolExecutor(min(threads, len(todo)), thread_name_prefix="lake-land") as pool:
-        yield from pool.map(lambda info: land_object(lake, info), todo)
+    yield from bounded_map(lambda info: land_object(lake, info), todo, min(threads, len(todo)), name="lake-land")
 
 
 _MIN_FILES_FOR_WORKERS = 64

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,6 +20,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipelines.concurrency import bounded_map
 from pipelines.config import ROLES, LakeSettings
 from pipelines.errors import ConfigError, NotFoundError, TerminalError, TransientError
 from pipelines.storage import ObjectInfo, validate_key
@@ -254,11 +254,9 @@ class S3Storage:
             finally:
                 body.close()
 
-        if keys:
-            with ThreadPoolExecutor(min(self.settings.s3_concurrency, len(keys)),
-                                    thread_name_prefix="lake-s3-get") as pool:
-                for _ in pool.map(one, zip(keys, paths, strict=True)):
-                    pass
+        for _ in bounded_map(one, zip(keys, paths, strict=True), min(self.settings.s3_concurrency, len(keys) or 1),
+                             name="lake-s3-get"):
+            pass
         return paths
 
     def put_if_absent(self, role: str, key: str, data: bytes) -> bool:

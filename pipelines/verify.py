@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from pipelines import duck, layout
-from pipelines.compact import read_manifest
+from pipelines.compact import local_raw, read_manifest
 from pipelines.errors import NotFoundError
 from pipelines.lake import Lake
 
@@ -63,10 +63,13 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-def audit_version(lake: Lake, dt: str | date, version: str, *, record: bool = True) -> AuditReport:
+def audit_version(lake: Lake, dt: str | date, version: str, *, record: bool = True,
+                  raw_files: list[Path] | None = None) -> AuditReport:
     """Run every check on a version; ``record`` writes the result beside it (publishing needs it).
 
     Re-verifying a published version (``lake verify``) passes ``record=False``: it only reads.
+    ``raw_files`` are local copies of the version's inputs that compaction just fetched; they
+    are recounted by this module's own reader, without fetching every object again.
     """
     day = layout.parse_dt(dt)
     manifest = read_manifest(lake, day, version)
@@ -77,8 +80,9 @@ def audit_version(lake: Lake, dt: str | date, version: str, *, record: bool = Tr
     # the audit vouches for the uploaded objects, not for local copies
     parts = [lake.storage.uri("curated", o["key"]) for o in manifest["outputs"]]
     with tempfile.TemporaryDirectory(prefix="lake-audit-") as tmp:
-        raws = [str(p) for p in lake.storage.fetch("raw", [o["key"] for o in manifest["inputs"]], Path(tmp))]
-        checks = _run_checks(lake, day, manifest, parts, raws)
+        if raw_files is None:
+            raw_files = local_raw(lake, [o["key"] for o in manifest["inputs"]], Path(tmp))
+        checks = _run_checks(lake, day, manifest, parts, [str(p) for p in raw_files])
     report = AuditReport(day.isoformat(), version, checks)
     if record:
         lake.storage.put("curated", layout.audit_key(spec, day, version),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 from pipelines import layout
 from pipelines.compact import CompactResult, compact_day, read_manifest
@@ -33,9 +35,13 @@ class DayResult:
 
 
 def write_and_audit(lake: Lake, dt: str | date) -> tuple[CompactResult, AuditReport]:
-    """Write a new version of ``dt`` and audit it; nothing becomes visible."""
-    result = compact_day(lake, dt)
-    return result, audit_version(lake, result.dt, result.version)
+    """Write a new version of ``dt`` and audit it; nothing becomes visible.
+
+    The audit recounts the raw copies compaction fetched (one download of the day, not two).
+    """
+    with tempfile.TemporaryDirectory(prefix="lake-wap-") as work:
+        result = compact_day(lake, dt, work=Path(work))
+        return result, audit_version(lake, result.dt, result.version, raw_files=result.raw_files)
 
 
 def publish_audited(lake: Lake, result: CompactResult, audit: AuditReport) -> tuple[PublishResult, list[str]]:
