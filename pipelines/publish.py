@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
 
@@ -42,8 +41,8 @@ def publish_versions(lake: Lake, items: Sequence[tuple[str | date, str]]) -> lis
     """Publish several (day, version) pairs in one catalog batch, each compare-and-set.
 
     Every version must be complete and audited; that is checked for all of them before the
-    catalog is touched. Catalogs without a compare-and-set of their own (Glue) are guarded by
-    per-day locks around read-check-write.
+    catalog is touched. Publishers of the same day take turns (per-day locks), and the catalog
+    write is still compare-and-set against what was read under the lock.
     """
     spec = lake.spec
     wanted: dict[str, tuple[str, dict]] = {}
@@ -59,8 +58,10 @@ def publish_versions(lake: Lake, items: Sequence[tuple[str | date, str]]) -> lis
     if not wanted:
         return []
     lake.catalog.ensure_table(spec, lake.storage.uri("curated", layout.table_prefix(spec) + "/"))
-    guard = partition_locks(lake, list(wanted)) if lake.settings.catalog_kind == "glue" else nullcontext()
-    with guard:
+    # Per-day locks around read-check-write: Glue has no compare-and-set, so without them two
+    # publishers could both replace the same version; the local catalog's compare-and-set would
+    # refuse the second one, and with them it waits its turn instead of failing.
+    with partition_locks(lake, list(wanted)):
         current = {day: lake.catalog.get_partition(spec.table, day) for day in wanted}
         results, updates = [], []
         now = time.time()

@@ -259,18 +259,32 @@ class S3Storage:
             pass
         return paths
 
-    def put_if_absent(self, role: str, key: str, data: bytes) -> bool:
-        """Create an object only if none exists (a conditional PUT); False when one does."""
+    def put_if_absent(self, role: str, key: str, data: bytes) -> ObjectInfo | None:
+        """Create an object only if none exists (``If-None-Match: *``); None when one does."""
         bucket = self._bucket(role)
         try:
-            self.client.put_object(Bucket=bucket, Key=validate_key(key), Body=data, IfNoneMatch="*",
-                                   **self.sse_args)
+            r = self.client.put_object(Bucket=bucket, Key=validate_key(key), Body=data, IfNoneMatch="*",
+                                       **self.sse_args)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
+                return None
             raise aws_error(exc, f"conditional put s3://{bucket}/{key}") from exc
         except BotoCoreError as exc:
             raise aws_error(exc, f"conditional put s3://{bucket}/{key}") from exc
+        return ObjectInfo(key=key, size=len(data), etag=r["ETag"].strip('"'), mtime=time.time())
+
+    def delete_if(self, role: str, key: str, etag: str) -> bool:
+        """Delete an object only if it still is the version ``etag`` (``If-Match`` on DELETE)."""
+        bucket = self._bucket(role)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=validate_key(key), IfMatch=f'"{etag}"')
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "404",
+                                                              "ConditionalRequestConflict"):
+                return False
+            raise aws_error(exc, f"conditional delete s3://{bucket}/{key}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"conditional delete s3://{bucket}/{key}") from exc
         return True
 
     @cached_property

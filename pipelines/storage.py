@@ -92,8 +92,11 @@ class Storage(Protocol):
     def fetch(self, role: str, keys: list[str], dest: Path) -> list[Path]:
         """Local files holding the objects, in key order (downloaded into ``dest`` if remote)."""
 
-    def put_if_absent(self, role: str, key: str, data: bytes) -> bool:
-        """Create an object only if none exists; False when one does (an atomic test-and-set)."""
+    def put_if_absent(self, role: str, key: str, data: bytes) -> ObjectInfo | None:
+        """Create an object only if none exists (an atomic test-and-set); None when one does."""
+
+    def delete_if(self, role: str, key: str, etag: str) -> bool:
+        """Delete an object only if it still is the version ``etag``; False otherwise."""
 
     @property
     def filesystem(self):
@@ -254,7 +257,7 @@ class LocalStorage:
     def fetch(self, role: str, keys: list[str], dest: Path) -> list[Path]:
         return [self._path(role, k) for k in keys]  # already local: nothing to copy
 
-    def put_if_absent(self, role: str, key: str, data: bytes) -> bool:
+    def put_if_absent(self, role: str, key: str, data: bytes) -> ObjectInfo | None:
         path = self._path(role, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -262,11 +265,19 @@ class LocalStorage:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.link(tmp, path)  # atomic, and fails if the name exists: the local conditional PUT
-            return True
         except FileExistsError:
-            return False
+            return None
         finally:
             Path(tmp).unlink(missing_ok=True)
+        return self._info(path, key)
+
+    def delete_if(self, role: str, key: str, etag: str) -> bool:
+        # Compare, then unlink: not atomic like S3's conditional DELETE, but only the publish
+        # locks use it and the local catalog never needs them (SQLite does compare-and-set).
+        info = self.head(role, key)
+        if info is None or info.etag != etag:
+            return False
+        return self.delete(role, [key]) == 1
 
     @property
     def filesystem(self):

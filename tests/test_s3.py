@@ -174,6 +174,12 @@ def test_keys_are_validated_before_any_request(s3_settings, key):
 
 def test_conditional_put_creates_once(s3_settings):
     storage = S3Storage(s3_settings)
-    assert storage.put_if_absent("curated", "_locks/x.lock", b"1") is True
-    assert storage.put_if_absent("curated", "_locks/x.lock", b"2") is False
+    first = storage.put_if_absent("curated", "_locks/x.lock", b"1")
+    assert first is not None
+    assert storage.put_if_absent("curated", "_locks/x.lock", b"2") is None
     assert storage.get("curated", "_locks/x.lock") == b"1"
+    # a conditional delete of another version leaves the object alone
+    assert storage.delete_if("curated", "_locks/x.lock", "0" * 32) is False
+    assert storage.get("curated", "_locks/x.lock") == b"1"
+    assert storage.delete_if("curated", "_locks/x.lock", first.etag) is True
+    assert storage.head("curated", "_locks/x.lock") is None
