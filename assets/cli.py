@@ -84,9 +84,7 @@ def _demo(ctx: typer.Context, days: int, events_per_day: int, files_per_day: int
     out = _out()
     result = run_demo(lake, days=days, events_per_day=events_per_day, files_per_day=files_per_day,
                       seed=seed, log=lambda m: out.print(m, markup=False, highlight=False))
-    where = (lake.settings.root_path if lake.settings.backend == "local"
-             else f"s3://{lake.settings.bucket('curated')} ({lake.settings.s3_endpoint_url or 'AWS'})")
-    table = Table(title=f"{lake.spec.qualified_name} at {where}", title_justify="left")
+    table = Table(title=f"{lake.spec.qualified_name} at {lake.settings.location}", title_justify="left")
     for col in ("dt", "rows", "duplicates dropped", "quarantined (arrived that day)", "raw files",
                 "published version"):
         table.add_column(col, no_wrap=True)

@@ -435,10 +435,10 @@ def status(ctx: typer.Context) -> None:
     days = day_status(lake)
     out = _out()
     if not days:
-        out.print(Text(f"no days yet in {lake.settings.root_path}: run `lake land`"))
+        out.print(Text(f"no days yet in {lake.settings.location}: run `lake land`"))
         return
     table = _table("dt", "raw objects", "raw bytes", "published", "rows", "duplicates", "state",
-                   title=f"{lake.spec.qualified_name} at {lake.settings.root_path}")
+                   title=f"{lake.spec.qualified_name} at {lake.settings.location}")
     for d in days:
         if d.published_version is None:
             state = Text("not compacted", style="yellow")

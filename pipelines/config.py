@@ -149,6 +149,13 @@ class LakeSettings:
         return self.catalog or ("glue" if self.backend == "s3" else "local")
 
     @property
+    def location(self) -> str:
+        """Where the lake's data lives, for people: the folder, or the S3 buckets and endpoint."""
+        if self.backend == "local":
+            return str(self.root_path)
+        return f"s3://{self.bucket_prefix}-{{{','.join(ROLES)}}} ({self.s3_endpoint_url or 'AWS ' + self.aws_region})"
+
+    @property
     def root_path(self) -> Path:
         return Path(self.root).expanduser().resolve()
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
-from pipelines import duck
+from pipelines import duck, layout
+from pipelines.catalog import Partition
 from pipelines.lake import Lake
 
 
@@ -12,7 +13,7 @@ def view_sql(lake: Lake) -> str:
     """``CREATE VIEW`` for the table over the files the catalog publishes (hive-style ``dt``)."""
     spec = lake.spec
     parts = lake.catalog.list_partitions(spec.table)
-    files = [f for p in parts for f in p.files]
+    files = [f for p in parts for f in partition_files(lake, p)]
     name = duck.ident(spec.table)
     if not files:
         cols = ", ".join(f"CAST(NULL AS {t}) AS {duck.ident(n)}" for n, t, _ in spec.describe_columns())
@@ -21,6 +22,21 @@ def view_sql(lake: Lake) -> str:
     return (f"CREATE OR REPLACE VIEW {name} AS SELECT {select}, {duck.ident(spec.partition_key)} FROM read_parquet("
             f"{duck.list_literal(files)}, hive_partitioning=true, "
             f"hive_types={{{duck.literal(spec.partition_key)}: 'DATE'}})")
+
+
+def partition_files(lake: Lake, partition: Partition) -> list[str]:
+    """The Parquet files of a published partition: the list the lake recorded when it published,
+    or, for a partition registered by another tool (location only), the ``.parquet`` objects
+    under its location, as Athena would read them."""
+    if partition.files:
+        return list(partition.files)
+    table = layout.table_prefix(lake.spec) + "/"
+    base = lake.storage.uri("curated", table)
+    if not partition.location.startswith(base):
+        raise ValueError(f"dt={partition.dt}: location {partition.location} is outside the table's folder {base}")
+    prefix = table + partition.location[len(base):]
+    return [lake.storage.uri("curated", k) for k in lake.storage.list_keys("curated", prefix)
+            if k.endswith(".parquet") and not k.rsplit("/", 1)[-1].startswith(("_", "."))]
 
 
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:

@@ -147,3 +147,27 @@ def test_lake_demo_s3_starts_its_own_emulator_and_prints_the_glue_partitions(tmp
     # the emulator's variables do not outlive the command
     assert {k: os.environ.get(k) for k in EMULATOR_ENV} == before
     assert "LAKE_BACKEND" not in os.environ
+
+
+def test_lake_query_reads_a_partition_another_tool_registered_by_location(demo_runs, tmp_path):
+    """A Glue partition carrying only a location (no lake parameters) is read like Athena would."""
+    from pipelines.lake import Lake
+    from pipelines.query import query
+
+    settings = demo_runs["settings"]
+    _, _, glue = _clients(demo_runs["endpoint"])
+    lake = Lake.open(settings)
+    day = sorted(demo_runs["local"])[0]
+    part = glue.get_partition(DatabaseName=settings.glue_database, TableName="events", PartitionValues=[day])["Partition"]
+    bare = {k: v for k, v in part["Parameters"].items() if not k.startswith("lake.")}
+    glue.update_partition(DatabaseName=settings.glue_database, TableName="events", PartitionValueList=[day],
+                          PartitionInput={"Values": [day], "StorageDescriptor": part["StorageDescriptor"],
+                                          "Parameters": bare})
+    try:
+        assert lake.catalog.get_partition("events", day).files == ()
+        _, rows = query(lake, f"select count(*) from events where dt = DATE '{day}'")
+        assert rows == [(demo_runs["local"][day],)]
+    finally:
+        glue.update_partition(DatabaseName=settings.glue_database, TableName="events", PartitionValueList=[day],
+                              PartitionInput={"Values": [day], "StorageDescriptor": part["StorageDescriptor"],
+                                              "Parameters": part["Parameters"]})
