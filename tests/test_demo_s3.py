@@ -52,8 +52,13 @@ def demo_runs(moto_endpoint, tmp_path_factory):
     mp.delenv("LAKE_BACKEND")
     local_counts = runner.invoke(app, ["--root", local_root, *query])
     assert local_counts.exit_code == 0, local_counts.output
+    rows_sql = ("select event_id, cast(dt as varchar) as dt, event_name, anonymous_id, "
+                "epoch_us(event_time) as t from events order by event_id")
+    local_rows = runner.invoke(app, ["--root", local_root, "query", "--format", "json", rows_sql])
+    assert local_rows.exit_code == 0, local_rows.output
     yield {"settings": settings, "endpoint": moto_endpoint, "remote_output": remote.output,
            "local": {r["dt"]: r["n"] for r in json.loads(local_counts.output)},
+           "local_rows": [tuple(r.values()) for r in json.loads(local_rows.output)],
            "s3_query": {r["dt"]: (r["n"], r["ids"]) for r in json.loads(s3_counts.output)}}
     mp.undo()
 
@@ -132,6 +137,14 @@ def test_awswrangler_reads_the_table_through_glue_and_gets_the_same_rows(demo_ru
     per_day = df.groupby(df["dt"].astype(str))["event_id"].agg(["count", "nunique"])
     assert {d: int(r["count"]) for d, r in per_day.iterrows()} == demo_runs["local"]
     assert (per_day["count"] == per_day["nunique"]).all()
+    # row for row: the same events, days, names, users and times as the embedded run
+    micros = df["event_time"].dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64")
+    def py(series) -> list:
+        return [None if missing else v for v, missing in zip(series.astype(object), series.isna(), strict=True)]
+
+    got = sorted(zip(py(df["event_id"]), py(df["dt"].astype(str)), py(df["event_name"]), py(df["anonymous_id"]),
+                     [int(v) for v in micros], strict=True))
+    assert got == [tuple(r) for r in demo_runs["local_rows"]]
 
 
 def test_lake_demo_s3_starts_its_own_emulator_and_prints_the_glue_partitions(tmp_path, monkeypatch):
