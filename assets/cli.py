@@ -30,16 +30,18 @@ def demo(ctx: typer.Context,
          files_per_day: int = typer.Option(40, min=2, help="Landing files per day."),
          seed: int = typer.Option(7, help="Seed of the generator: same seed, same data."),
          s3: bool = typer.Option(False, "--s3", help="Run against an S3 + Glue emulator started on 127.0.0.1."),
-         serve: bool = typer.Option(False, "--serve", help="With --s3: keep the emulator up until Ctrl-C.")) -> None:
+         serve: bool = typer.Option(False, "--serve", help="With --s3: keep the emulator up until Ctrl-C."),
+         port: int = typer.Option(0, "--port", min=0, max=65535,
+                                  help="With --s3: the emulator's port on 127.0.0.1 (0: any free one).")) -> None:
     """Generate demo events, then land, compact, audit, publish and plan tiering through Dagster."""
     if not s3:
-        if serve:
-            raise UsageProblem("--serve needs --s3")
+        if serve or port:
+            raise UsageProblem("--serve and --port need --s3")
         _demo(ctx, days, events_per_day, files_per_day, seed)
         return
     from pipelines.emulator import emulator
 
-    with emulator() as env:
+    with emulator(port) as env:
         lake = _demo(ctx, days, events_per_day, files_per_day, seed)
         _print_glue_partitions(lake)
         if serve:
