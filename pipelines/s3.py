@@ -9,6 +9,7 @@ endpoint named by ``LAKE_S3_ENDPOINT_URL`` (MinIO, LocalStack, the emulator).
 from __future__ import annotations
 
 import io
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
@@ -154,16 +155,21 @@ class S3Storage:
     def open(self, role: str, key: str) -> BinaryIO:
         r = self._get_object(role, key)
         stream: Any
-        if r["ContentLength"] <= _SMALL_OBJECT:
-            # read at once: a connection dropped mid-object is then retried like any GET
-            try:
+        try:
+            if r["ContentLength"] <= _SMALL_OBJECT:
+                # read at once: a connection dropped mid-object is then retried like any GET
                 stream = io.BytesIO(r["Body"].read())
-            except (BotoCoreError, OSError) as exc:
-                raise TransientError(f"reading s3://{self._bucket(role)}/{key}: {exc}") from exc
-            finally:
-                r["Body"].close()
-        else:
-            stream = r["Body"]  # a StreamingBody: a file-like, closeable stream
+            else:
+                # larger ones spool to a local temporary file: memory stays bounded, and readers
+                # get a seekable file (landing peeks at the first bytes to detect gzip)
+                stream = tempfile.TemporaryFile(prefix="lake-s3-")  # noqa: SIM115 - the caller closes it
+                for chunk in r["Body"].iter_chunks(1 << 20):
+                    stream.write(chunk)
+                stream.seek(0)
+        except (BotoCoreError, OSError) as exc:
+            raise TransientError(f"reading s3://{self._bucket(role)}/{key}: {exc}") from exc
+        finally:
+            r["Body"].close()
         stream.metadata = r.get("Metadata") or {}
         return stream
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import random
 from collections import Counter
 from dataclasses import asdict
@@ -523,3 +524,14 @@ def test_conservation_over_random_mixed_lines(settings, seed):
     raw_before = snapshot(lake, "raw")
     assert land_inbox(lake).files == []
     assert snapshot(lake, "raw") == raw_before
+
+
+def test_a_landing_object_larger_than_the_s3_read_buffer_lands(lake):
+    """Objects over 8 MiB are streamed (spooled to disk on S3), gzip or plain, and lose nothing."""
+    big = [event(i, properties={"blob": hashlib.sha512(str(i).encode()).hexdigest() * 6}) for i in range(11_000)]
+    plain = ndjson(big, gz=False)
+    assert len(plain) > 9 * (1 << 20)
+    put(lake, "web/big.ndjson", plain)
+    report = land_inbox(lake)
+    assert report.total("lines") == 11_000 and report.total("landed") == 11_000
+    assert sum(1 for _ in read_raw_rows(lake, "2026-11-01")) == 11_000
