@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/compaction.py` from anywhere finds `pipelines`
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import engine_revision as _engine_revision  # noqa: E402  (after the path fix)
 from pipelines import demo  # noqa: E402  (after the path fix above)
 
 DEFAULT_DAY = "2024-03-14"
@@ -639,18 +640,6 @@ def spawn_phase(args: argparse.Namespace, phase: str, workdir: Path, **extra: st
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
-
-
-def _engine_revision() -> str | None:
-    """The commit the engine was measured at, with ``+dirty`` when pipelines/ has local edits."""
-    try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "pipelines"],
-                               check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return rev + ("+dirty" if dirty else "")
 
 
 def _load() -> list[float] | None:

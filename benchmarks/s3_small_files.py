@@ -73,7 +73,6 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -88,6 +87,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/s3_small_files.py` from anywhere finds `pipelines`
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import engine_revision as _engine_revision  # noqa: E402  (after the path fix)
 
 DEFAULT_DAY = "2024-03-14"
 MiB = 1 << 20
@@ -489,18 +490,6 @@ def _log(msg: str) -> None:
 
 def _numbers(text: str, kind: type) -> list[Any]:
     return [kind(x) for x in text.split(",") if x.strip()]
-
-
-def _engine_revision() -> str | None:
-    """The commit measured, with ``+dirty`` when pipelines/ has local edits."""
-    try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "pipelines"],
-                               check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return rev + ("+dirty" if dirty else "")
 
 
 def _load() -> str:

@@ -194,14 +194,11 @@ class LocalStorage:
 
     def put(self, role: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         path = self._path(role, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        # rename makes it atomic for readers and against a killed process; no fsync per small
+        # object (it tripled landing time): the embedded backend does not promise durability
+        # across power loss, S3 does
+        tmp = _temp_beside(path, data)
         try:
-            # rename makes it atomic for readers and against a killed process; no fsync per small
-            # object (it tripled landing time): the embedded backend does not promise
-            # durability across power loss, S3 does
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
             if metadata and ARRIVED_AT in metadata:
                 when = float(metadata[ARRIVED_AT])
                 os.utime(tmp, (when, when))  # mtime is the local arrival time, like LastModified
@@ -259,11 +256,8 @@ class LocalStorage:
 
     def put_if_absent(self, role: str, key: str, data: bytes) -> ObjectInfo | None:
         path = self._path(role, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        tmp = _temp_beside(path, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
             os.link(tmp, path)  # atomic, and fails if the name exists: the local conditional PUT
         except FileExistsError:
             return None
@@ -286,6 +280,19 @@ class LocalStorage:
     def local_dir(self, role: str) -> Path:
         """The folder that holds a role's objects (embedded backend only)."""
         return self._dir(role)
+
+
+def _temp_beside(path: Path, data: bytes) -> str:
+    """Write ``data`` to a temporary file in ``path``'s folder (listings skip ``.tmp-`` names)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def _prune_empty(folder: Path, stop: Path) -> None:

@@ -50,6 +50,14 @@ def s3_settings_for(endpoint: str, root: Path, **changes) -> LakeSettings:
     return settings
 
 
+def settings_on(backend: str, root: Path, request) -> LakeSettings:
+    """Settings of a fresh lake at ``root`` on ``backend``, for module-scoped fixtures (the
+    function-scoped ``settings`` fixture also exports them to the environment)."""
+    if backend == "local":
+        return LakeSettings(root=str(root), duckdb_memory_limit="512MB")
+    return s3_settings_for(request.getfixturevalue("moto_endpoint"), root)
+
+
 @pytest.fixture
 def local_settings(tmp_path: Path) -> LakeSettings:
     return LakeSettings(root=str(tmp_path / "lake"), duckdb_memory_limit="512MB")
@@ -67,10 +75,9 @@ def backend(request) -> str:
 
 @pytest.fixture
 def settings(backend: str, tmp_path: Path, request, monkeypatch) -> LakeSettings:
+    settings = settings_on(backend, tmp_path / "lake", request)
     if backend == "local":
-        return LakeSettings(root=str(tmp_path / "lake"), duckdb_memory_limit="512MB")
-    endpoint = request.getfixturevalue("moto_endpoint")
-    settings = s3_settings_for(endpoint, tmp_path / "lake")
+        return settings
     # Dagster runs and child processes resolve their settings from LAKE_* variables, as a
     # deployment does: point them at this test's buckets and database
     for name, value in settings.to_env().items():

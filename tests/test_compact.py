@@ -18,13 +18,12 @@ import pytest
 
 from pipelines import layout
 from pipelines.compact import compact_day, read_manifest, version_id
-from pipelines.config import LakeSettings
 from pipelines.lake import Lake
 from pipelines.land import land_inbox, raw_objects
 from pipelines.query import query
 from pipelines.verify import read_audit
 from pipelines.wap import process_day
-from tests.conftest import arrow_file, event, ndjson, s3_settings_for
+from tests.conftest import arrow_file, event, ndjson, settings_on
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,11 +104,7 @@ def test_output_sorted_by_event_time_then_event_id(lake: Lake):
 @pytest.fixture(scope="module", params=["local", "s3"])
 def big_day(request, tmp_path_factory) -> tuple[Lake, object]:
     # module-scoped (landing 30k events takes seconds); same settings as conftest's fixture
-    root = tmp_path_factory.mktemp("big") / "lake"
-    if request.param == "local":
-        settings = LakeSettings(root=str(root), duckdb_memory_limit="512MB")
-    else:
-        settings = s3_settings_for(request.getfixturevalue("moto_endpoint"), root)
+    settings = settings_on(request.param, tmp_path_factory.mktemp("big") / "lake", request)
     lake = Lake.open(settings.with_(target_file_bytes=1 << 20, row_group_rows=2048))
     n = 30_000
     events = [event(i, hour=i % 24, properties={"blob": _blob(i)}) for i in range(n)]

@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import layout
 from pipelines.compact import read_manifest
-from pipelines.config import ROLES, LakeSettings
+from pipelines.config import ROLES
 from pipelines.lake import Lake
 from pipelines.land import land_inbox
 from pipelines.tier import (
@@ -24,7 +24,7 @@ from pipelines.tier import (
     plan,
 )
 from pipelines.wap import process_day
-from tests.conftest import event, ndjson, s3_settings_for
+from tests.conftest import event, ndjson, settings_on
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,11 +102,7 @@ def aged_lake(request, tmp_path_factory) -> tuple[Lake, dict[str, str], date]:
     and the plan is asked about a day 20 days ahead. Module-scoped (it lands ~17k events); the
     tests using it only read, and check that by snapshotting the lake folder.
     """
-    root = tmp_path_factory.mktemp("aged") / "lake"
-    if request.param == "local":
-        settings = LakeSettings(root=str(root), duckdb_memory_limit="512MB")
-    else:
-        settings = s3_settings_for(request.getfixturevalue("moto_endpoint"), root)
+    settings = settings_on(request.param, tmp_path_factory.mktemp("aged") / "lake", request)
     lake = Lake.open(settings.with_(target_file_bytes=1 << 20, row_group_rows=256))
     real = datetime.now(UTC).date()
     today = real + timedelta(days=20)
