@@ -79,10 +79,7 @@ def _demo(ctx: typer.Context, days: int, events_per_day: int, files_per_day: int
 
     lake = context_lake(ctx, must_exist=False)
     if lake.settings.backend == "s3" and lake.settings.s3_endpoint_url:
-        from pipelines.s3 import S3Storage
-
-        if isinstance(lake.storage, S3Storage):
-            lake.storage.ensure_buckets()  # the emulator (or MinIO) starts empty
+        lake.storage.ensure_buckets()  # the emulator (or MinIO) starts empty
     out = _out()
     result = run_demo(lake, days=days, events_per_day=events_per_day, files_per_day=files_per_day,
                       seed=seed, log=lambda m: out.print(m, markup=False, highlight=False))
