@@ -73,6 +73,19 @@ class LakeSettings:
     s3_kms_key_id: str | None = None
     #: uploads above this size go multipart (parts of this size, ``s3_concurrency`` at once)
     s3_multipart_bytes: int = 64 * MiB
+    # tiering (see pipelines/tier.py): curated partitions move by their own date
+    #: ``AGE:CLASS`` pairs, comma separated: a partition that many days old belongs in CLASS
+    tier_transitions: str = "30:STANDARD_IA,90:GLACIER_IR"
+    #: raw objects expire this many days after landing, once their day is compacted
+    raw_expire_days: int = 7
+    quarantine_expire_days: int = 30
+    #: superseded object versions (versioned buckets) are removed this many days later
+    noncurrent_expire_days: int = 30
+    abort_multipart_days: int = 1
+    #: how long a restored archived partition stays readable (and published)
+    restore_days: int = 7
+    #: a JSON file of USD per GiB-month by storage class, over the built-in list prices
+    prices_file: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -139,6 +152,10 @@ class LakeSettings:
             raise ConfigError(
                 f"LAKE_BUCKET_PREFIX {self.bucket_prefix!r} cannot name S3 buckets: use 3-40 lowercase "
                 "letters, digits and hyphens, starting and ending with a letter or digit")
+        for name in ("raw_expire_days", "quarantine_expire_days", "noncurrent_expire_days",
+                     "abort_multipart_days", "restore_days"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"LAKE_{name.upper()} must be at least 1 (day)")
         if not _GLUE_NAME.fullmatch(self.glue_database):
             raise ConfigError(f"LAKE_GLUE_DATABASE {self.glue_database!r} must be lowercase letters, digits "
                               "and underscores (Athena folds names to lowercase)")

@@ -31,3 +31,7 @@ class AuditError(TerminalError):
 
 class NotFoundError(TerminalError):
     """A lake, table, partition or object that does not exist."""
+
+
+class UnsupportedError(TerminalError):
+    """The backend cannot do this (e.g. object tags on the local folder)."""

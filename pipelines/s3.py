@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipelines.concurrency import bounded_map
 from pipelines.config import ROLES, LakeSettings
 from pipelines.errors import ConfigError, NotFoundError, TerminalError, TransientError
-from pipelines.storage import ObjectInfo, validate_key
+from pipelines.storage import ARCHIVE_CLASSES, ObjectInfo, validate_key
 
 #: objects up to this size are read whole on open(): one GET, retried by botocore as a unit
 _SMALL_OBJECT = 8 << 20
@@ -112,25 +112,32 @@ class S3Storage:
             for page in pages:
                 for o in page.get("Contents", ()):
                     yield ObjectInfo(key=o["Key"], size=o["Size"], etag=o["ETag"].strip('"'),
-                                     mtime=o["LastModified"].timestamp())
+                                     mtime=o["LastModified"].timestamp(),
+                                     storage_class=o.get("StorageClass") or "STANDARD")
         except (ClientError, BotoCoreError) as exc:
             raise aws_error(exc, f"listing s3://{bucket}/{prefix}") from exc
 
     def list_keys(self, role: str, prefix: str = "") -> Iterator[str]:
         return (o.key for o in self.list(role, prefix))
 
-    def head(self, role: str, key: str) -> ObjectInfo | None:
+    def _head(self, role: str, key: str) -> dict[str, Any] | None:
         bucket = self._bucket(role)
         try:
-            r = self.client.head_object(Bucket=bucket, Key=validate_key(key))
+            return self.client.head_object(Bucket=bucket, Key=validate_key(key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise aws_error(exc, f"head s3://{bucket}/{key}") from exc
         except BotoCoreError as exc:
             raise aws_error(exc, f"head s3://{bucket}/{key}") from exc
+
+    def head(self, role: str, key: str) -> ObjectInfo | None:
+        r = self._head(role, key)
+        if r is None:
+            return None
+        # HEAD names the class only when it is not STANDARD
         return ObjectInfo(key=key, size=r["ContentLength"], etag=r["ETag"].strip('"'),
-                          mtime=r["LastModified"].timestamp())
+                          mtime=r["LastModified"].timestamp(), storage_class=r.get("StorageClass") or "STANDARD")
 
     def _get_object(self, role: str, key: str, **kwargs) -> dict[str, Any]:
         bucket = self._bucket(role)
@@ -292,6 +299,49 @@ class S3Storage:
         except BotoCoreError as exc:
             raise aws_error(exc, f"conditional delete s3://{bucket}/{key}") from exc
         return True
+
+    def get_tags(self, role: str, key: str) -> dict[str, str]:
+        bucket = self._bucket(role)
+        try:
+            r = self.client.get_object_tagging(Bucket=bucket, Key=validate_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise NotFoundError(f"no object s3://{bucket}/{key}") from None
+            raise aws_error(exc, f"get tags of s3://{bucket}/{key}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"get tags of s3://{bucket}/{key}") from exc
+        return {t["Key"]: t["Value"] for t in r.get("TagSet", ())}
+
+    def put_tags(self, role: str, key: str, tags: Mapping[str, str]) -> None:
+        bucket = self._bucket(role)
+        self._call(f"tag s3://{bucket}/{key}", self.client.put_object_tagging, Bucket=bucket,
+                   Key=validate_key(key), Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]})
+
+    def restore(self, role: str, key: str, days: int, tier: str = "Standard") -> str:
+        state = self.restore_state(role, key)
+        if state != "archived":
+            return state  # readable already, or a restore is on its way: asking again is an error
+        bucket = self._bucket(role)
+        try:
+            self.client.restore_object(Bucket=bucket, Key=key, RestoreRequest={
+                "Days": days, "GlacierJobParameters": {"Tier": tier}})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
+                raise aws_error(exc, f"restore s3://{bucket}/{key}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"restore s3://{bucket}/{key}") from exc
+        return self.restore_state(role, key)
+
+    def restore_state(self, role: str, key: str) -> str:
+        r = self._head(role, key)
+        if r is None:
+            raise NotFoundError(f"no object s3://{self._bucket(role)}/{key}")
+        if r.get("StorageClass") not in ARCHIVE_CLASSES:
+            return "readable"
+        restore = r.get("Restore")  # 'ongoing-request="true"' or 'ongoing-request="false", expiry-date=...'
+        if not restore:
+            return "archived"
+        return "restoring" if 'ongoing-request="true"' in restore else "restored"
 
     @cached_property
     def filesystem(self):

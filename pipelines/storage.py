@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from pipelines.config import ROLES, LakeSettings
-from pipelines.errors import ConfigError, NotFoundError
+from pipelines.errors import ConfigError, NotFoundError, UnsupportedError
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9._=\-+@]+$")
 
@@ -26,6 +26,9 @@ _KEY_PART = re.compile(r"^[A-Za-z0-9._=\-+@]+$")
 #: buffers before uploading sets it so arrival is when it received the batch, not when it
 #: uploaded; without it arrival is the object's last-modified time.
 ARRIVED_AT = "arrived-at"
+
+#: storage classes whose objects must be restored before anyone can read them (Athena skips them)
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ObjectInfo:
     size: int
     etag: str
     mtime: float
+    #: the S3 storage class; the local folder has one class, STANDARD
+    storage_class: str = "STANDARD"
 
 
 def validate_key(key: str) -> str:
@@ -97,6 +102,18 @@ class Storage(Protocol):
 
     def delete_if(self, role: str, key: str, etag: str) -> bool:
         """Delete an object only if it still is the version ``etag``; False otherwise."""
+
+    def get_tags(self, role: str, key: str) -> dict[str, str]:
+        """The object's tags (S3 object tagging); the local folder has none."""
+
+    def put_tags(self, role: str, key: str, tags: Mapping[str, str]) -> None:
+        """Replace the object's tags; raises :class:`UnsupportedError` where there are none."""
+
+    def restore(self, role: str, key: str, days: int, tier: str = "Standard") -> str:
+        """Ask for a readable copy of an archived object for ``days``; returns its restore state."""
+
+    def restore_state(self, role: str, key: str) -> str:
+        """``readable`` (not archived), ``archived``, ``restoring`` or ``restored``."""
 
     @property
     def filesystem(self):
@@ -272,6 +289,23 @@ class LocalStorage:
         if info is None or info.etag != etag:
             return False
         return self.delete(role, [key]) == 1
+
+    def get_tags(self, role: str, key: str) -> dict[str, str]:
+        if not self._path(role, key).is_file():
+            raise NotFoundError(f"no object {role}/{key}")
+        return {}
+
+    def put_tags(self, role: str, key: str, tags: Mapping[str, str]) -> None:
+        raise UnsupportedError("the embedded backend has no object tags or storage classes: "
+                               "tiering there is a plan (`lake tier --plan`)")
+
+    def restore(self, role: str, key: str, days: int, tier: str = "Standard") -> str:
+        return self.restore_state(role, key)  # a local file is never archived
+
+    def restore_state(self, role: str, key: str) -> str:
+        if not self._path(role, key).is_file():
+            raise NotFoundError(f"no object {role}/{key}")
+        return "readable"
 
     @property
     def filesystem(self):

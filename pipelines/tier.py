@@ -7,15 +7,31 @@ retention period. On S3 the same policy becomes lifecycle rules and object tags.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from pipelines import layout
 from pipelines.compact import read_manifest
+from pipelines.config import LakeSettings
+from pipelines.errors import ConfigError
 from pipelines.lake import Lake
+from pipelines.storage import ARCHIVE_CLASSES
 
 GiB = 1 << 30
 MIN_TRANSITION_BYTES = 128 * 1024  # S3 bills smaller IA/Glacier IR objects as 128 KiB
+
+#: the object tag that names the storage class a curated object's partition belongs in
+TIER_TAG = "lake-tier"
+#: the object tag (and value) on raw objects whose day is compacted and published
+STATE_TAG, COMPACTED = "lake-state", "compacted"
+#: the classes, warmest first; a partition only ever moves to a colder one
+CLASSES = ("STANDARD", "STANDARD_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
+#: days an object is billed in a class at least, however early it leaves it
+MIN_STORAGE_DAYS = {"STANDARD": 0, "STANDARD_IA": 30, "GLACIER_IR": 90, "GLACIER": 90, "DEEP_ARCHIVE": 180}
+#: the smallest ``Days`` a lifecycle transition into a class may have (S3 refuses fewer)
+MIN_TRANSITION_DAYS = {"STANDARD_IA": 30}
 
 #: USD per GiB-month, S3 us-east-1 list prices; override with your region's or contract's.
 DEFAULT_PRICES = {
@@ -36,7 +52,46 @@ class TieringPolicy:
     quarantine_expire_days: int = 30
     abort_multipart_days: int = 1
     min_transition_bytes: int = MIN_TRANSITION_BYTES
+    noncurrent_expire_days: int = 30
+    restore_days: int = 7
     prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    def __post_init__(self) -> None:
+        steps = sorted(self.curated_transitions)
+        ages = [a for a, _ in steps]
+        if len(set(ages)) != len(ages) or any(a < 1 for a in ages):
+            raise ConfigError(f"tier transitions {self.curated_transitions}: ages must be distinct and at least 1 day")
+        previous = "STANDARD"
+        for i, (age, cls) in enumerate(steps):
+            if cls not in CLASSES[1:]:
+                raise ConfigError(f"unknown storage class {cls!r}: use one of {', '.join(CLASSES[1:])}")
+            if CLASSES.index(cls) <= CLASSES.index(previous):
+                raise ConfigError(f"tier transitions must go to colder classes: {previous} then {cls}")
+            if i + 1 < len(steps) and steps[i + 1][0] - age < MIN_STORAGE_DAYS[cls]:
+                raise ConfigError(
+                    f"{cls} from day {age} to day {steps[i + 1][0]} is shorter than its {MIN_STORAGE_DAYS[cls]}-day "
+                    "minimum storage duration: every object would pay for days it is not stored")
+            previous = cls
+        missing = {c for c in (*CLASSES, *[c for _, c in steps]) if c not in self.prices}
+        if missing:
+            raise ConfigError(f"the price table has no price for {', '.join(sorted(missing))}")
+
+    @classmethod
+    def from_settings(cls, settings: LakeSettings) -> TieringPolicy:
+        """The policy the ``LAKE_TIER_*`` / ``LAKE_*_DAYS`` / ``LAKE_PRICES_FILE`` settings describe."""
+        return cls(
+            curated_transitions=parse_transitions(settings.tier_transitions),
+            raw_expire_after_compacted_days=settings.raw_expire_days,
+            quarantine_expire_days=settings.quarantine_expire_days,
+            abort_multipart_days=settings.abort_multipart_days,
+            noncurrent_expire_days=settings.noncurrent_expire_days,
+            restore_days=settings.restore_days,
+            prices=load_prices(settings.prices_file))
+
+    @property
+    def archive_classes(self) -> list[str]:
+        """The policy's classes Athena cannot read without a restore (GLACIER, DEEP_ARCHIVE)."""
+        return [c for _, c in sorted(self.curated_transitions) if c in ARCHIVE_CLASSES]
 
     def tier_for(self, dt: date, today: date) -> str:
         """The storage class a partition of date ``dt`` belongs in on ``today``."""
@@ -46,6 +101,58 @@ class TieringPolicy:
             if age >= days:
                 tier = cls
         return tier
+
+    def tier_for_object(self, dt: date, created: date, today: date, current: str = "STANDARD") -> str:
+        """The tier tag for one object of partition ``dt`` written on ``created``.
+
+        Usually :meth:`tier_for`. But an object written long after its date (a backfill, a
+        re-compaction) enters a class later than the policy assumes (lifecycle counts transition
+        days from creation): if it would then leave that class for the next one before the class's
+        minimum storage duration, it keeps its ``current`` tier and goes straight to the next one
+        later, instead of paying for days it is not stored.
+        """
+        target = self.tier_for(dt, today)
+        if target == current or CLASSES.index(target) < CLASSES.index(current):
+            return current  # lifecycle never moves an object back to a warmer class
+        steps = sorted(self.curated_transitions)
+        index = [c for _, c in steps].index(target)
+        if index + 1 == len(steps):
+            return target  # the last class: it stays there
+        age_now = (today - dt).days
+        entry = max(age_now, (created - dt).days + MIN_TRANSITION_DAYS.get(target, 0))
+        if steps[index + 1][0] - entry < MIN_STORAGE_DAYS[target]:
+            return current
+        return target
+
+
+def parse_transitions(text: str) -> tuple[tuple[int, str], ...]:
+    """``"30:STANDARD_IA,90:GLACIER_IR"`` as ((30, "STANDARD_IA"), (90, "GLACIER_IR"))."""
+    out = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        age, sep, cls = item.partition(":")
+        if not sep or not age.strip().isdigit():
+            raise ConfigError(f"LAKE_TIER_TRANSITIONS item {item!r}: expected AGE_DAYS:STORAGE_CLASS")
+        out.append((int(age), cls.strip().upper()))
+    return tuple(out)
+
+
+def load_prices(path: str | None) -> dict[str, float]:
+    """The list prices, overridden by a JSON file of ``{"CLASS": usd_per_gib_month}``."""
+    prices = dict(DEFAULT_PRICES)
+    if not path:
+        return prices
+    try:
+        loaded = json.loads(Path(path).expanduser().read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"LAKE_PRICES_FILE {path}: {exc}") from None
+    if not isinstance(loaded, dict) or not all(
+            k in CLASSES and isinstance(v, int | float) and v >= 0 for k, v in loaded.items()):
+        raise ConfigError(f"LAKE_PRICES_FILE {path}: expected {{\"STORAGE_CLASS\": USD per GiB-month}} "
+                          f"with classes from {', '.join(CLASSES)}")
+    prices.update({k: float(v) for k, v in loaded.items()})
+    return prices
 
 
 @dataclass
