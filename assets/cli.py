@@ -32,17 +32,20 @@ def demo(ctx: typer.Context,
          s3: bool = typer.Option(False, "--s3", help="Run against an S3 + Glue emulator started on 127.0.0.1."),
          serve: bool = typer.Option(False, "--serve", help="With --s3: keep the emulator up until Ctrl-C."),
          port: int = typer.Option(0, "--port", min=0, max=65535,
-                                  help="With --s3: the emulator's port on 127.0.0.1 (0: any free one).")) -> None:
-    """Generate demo events, then land, compact, audit, publish and plan tiering through Dagster."""
+                                  help="With --s3: the emulator's port on 127.0.0.1 (0: any free one)."),
+         history: bool | None = typer.Option(None, "--history/--no-history",
+                                             help="Add one older day each 45, 120 and 400 days back, for "
+                                             "tiering to act on (default: on with --s3).")) -> None:
+    """Generate demo events, then land, compact, audit, publish and tier through Dagster."""
     if not s3:
         if serve or port:
             raise UsageProblem("--serve and --port need --s3")
-        _demo(ctx, days, events_per_day, files_per_day, seed)
+        _demo(ctx, days, events_per_day, files_per_day, seed, bool(history))
         return
     from pipelines.emulator import emulator
 
     with emulator(port) as env:
-        lake = _demo(ctx, days, events_per_day, files_per_day, seed)
+        lake = _demo(ctx, days, events_per_day, files_per_day, seed, history is not False)
         _print_glue_partitions(lake)
         if serve:
             out = _out()
@@ -74,7 +77,8 @@ def _print_glue_partitions(lake) -> None:
     _out().print(table)
 
 
-def _demo(ctx: typer.Context, days: int, events_per_day: int, files_per_day: int, seed: int):
+def _demo(ctx: typer.Context, days: int, events_per_day: int, files_per_day: int, seed: int,
+          history: bool = False):
     from assets.demo import run_demo  # imports Dagster: only for this command
 
     lake = context_lake(ctx, must_exist=False)
@@ -82,7 +86,7 @@ def _demo(ctx: typer.Context, days: int, events_per_day: int, files_per_day: int
         lake.storage.ensure_buckets()  # the emulator (or MinIO) starts empty
     out = _out()
     result = run_demo(lake, days=days, events_per_day=events_per_day, files_per_day=files_per_day,
-                      seed=seed, log=lambda m: out.print(m, markup=False, highlight=False))
+                      seed=seed, history=history, log=lambda m: out.print(m, markup=False, highlight=False))
     table = Table(title=f"{lake.spec.qualified_name} at {lake.settings.location}", title_justify="left")
     for col in ("dt", "rows", "duplicates dropped", "quarantined (arrived that day)", "raw files",
                 "published version"):

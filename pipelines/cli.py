@@ -456,4 +456,4 @@ def status(ctx: typer.Context) -> None:
 
 
 # registers `lake ddl` and `lake catalog ...` on this app (they import from this module)
-from pipelines import cli_catalog  # noqa: E402, F401
+from pipelines import cli_catalog, cli_cost  # noqa: E402, F401

@@ -138,19 +138,22 @@ def parse_transitions(text: str) -> tuple[tuple[int, str], ...]:
     return tuple(out)
 
 
-def load_prices(path: str | None) -> dict[str, float]:
-    """The list prices, overridden by a JSON file of ``{"CLASS": usd_per_gib_month}``."""
+def load_prices(path: str | None, what: str = "LAKE_PRICES_FILE") -> dict[str, float]:
+    """The list prices, overridden by a JSON file of ``{"CLASS": usd_per_gib_month}`` (a
+    ``"requests"`` section in the same file is for `lake cost` and ignored here)."""
     prices = dict(DEFAULT_PRICES)
     if not path:
         return prices
     try:
         loaded = json.loads(Path(path).expanduser().read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"LAKE_PRICES_FILE {path}: {exc}") from None
+        raise ConfigError(f"{what} {path}: {exc}") from None
+    if isinstance(loaded, dict):
+        loaded.pop("requests", None)  # request prices, read by `lake cost` from the same file
     if not isinstance(loaded, dict) or not all(
             k in CLASSES and isinstance(v, int | float) and v >= 0 for k, v in loaded.items()):
-        raise ConfigError(f"LAKE_PRICES_FILE {path}: expected {{\"STORAGE_CLASS\": USD per GiB-month}} "
-                          f"with classes from {', '.join(CLASSES)}")
+        raise ConfigError(f"{what} {path}: expected {{\"STORAGE_CLASS\": USD per GiB-month}} "
+                          f"with classes from {', '.join(CLASSES)} (and an optional \"requests\" section)")
     prices.update({k: float(v) for k, v in loaded.items()})
     return prices
 
