@@ -37,7 +37,6 @@ from pipelines.lake import Lake
 from pipelines.land import land_inbox, raw_objects
 from pipelines.query import query as run_query
 from pipelines.status import day_status
-from pipelines.tier import plan as tier_plan
 from pipelines.verify import audit_version
 
 #: DuckDB errors that mean the SQL text itself is wrong (bad arguments, exit 2)
@@ -397,38 +396,6 @@ def query(ctx: typer.Context, sql: str = typer.Argument(..., help="SQL over the 
 
 
 @app.command()
-def tier(ctx: typer.Context,
-         plan: bool = typer.Option(False, "--plan", help="Show what the tiering policy would move and expire.")) -> None:
-    """Storage tiering: the plan of moves, expiries and monthly cost."""
-    if not plan:
-        raise UsageProblem("only `lake tier --plan` is available: the embedded backend has no lifecycle rules to apply")
-    lake = context_lake(ctx)
-    p = tier_plan(lake)
-    out = _out()
-    out.print(Text(f"tiering plan for {p.today}"))
-    if p.moves:
-        table = _table("dt", "objects", "bytes", "to", "kept small", title="moves")
-        for m in p.moves:
-            table.add_row(_cell(m.dt), _cell(m.objects), _cell(_bytes(m.bytes)), _cell(m.target), _cell(m.kept_small))
-        out.print(table)
-    else:
-        out.print(Text("moves: none"))
-    if p.expiries:
-        table = _table("role", "what", "objects", "bytes", "expires on", title="expiries")
-        for e in p.expiries:
-            table.add_row(_cell(e.role), _cell(e.what), _cell(e.objects), _cell(_bytes(e.bytes)), _cell(e.on))
-        out.print(table)
-    else:
-        out.print(Text("expiries: none"))
-    table = _table("storage class", "now USD/month", "after USD/month", title="cost")
-    for cls in sorted(set(p.cost_now) | set(p.cost_after)):
-        table.add_row(_cell(cls), _cell(f"{p.cost_now.get(cls, 0.0):.6f}"), _cell(f"{p.cost_after.get(cls, 0.0):.6f}"))
-    table.add_row("total", _cell(f"{sum(p.cost_now.values()):.6f}"), _cell(f"{sum(p.cost_after.values()):.6f}"))
-    out.print(table)
-    out.print(Text(f"monthly saving: {p.monthly_saving:.6f} USD"))
-
-
-@app.command()
 def status(ctx: typer.Context) -> None:
     """Per day: raw objects, the published version and whether it is current."""
     lake = context_lake(ctx)
@@ -456,4 +423,6 @@ def status(ctx: typer.Context) -> None:
 
 
 # registers `lake ddl` and `lake catalog ...` on this app (they import from this module)
-from pipelines import cli_catalog, cli_cost  # noqa: E402, F401
+# cli_cost: `lake cost`; cli_deploy: `lake init`, `lake doctor`, `lake iam-policy`;
+# cli_tier: `lake tier plan` / `lake tier apply` (and the older `lake tier --plan`)
+from pipelines import cli_catalog, cli_cost, cli_deploy, cli_tier  # noqa: E402, F401
