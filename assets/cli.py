@@ -17,6 +17,7 @@ from rich.table import Table
 
 from assets.instance import dagster_home
 from pipelines.cli import UsageProblem, _out, app, context_lake
+from pipelines.emulator import patched_environ
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,14 +78,32 @@ def _print_glue_partitions(lake) -> None:
     _out().print(table)
 
 
+#: the demo's tiering policy with ``--history`` (unless LAKE_TIER_TRANSITIONS says otherwise):
+#: the default's two instant tiers, and an archive after a year to show a day leaving the catalog
+DEMO_TRANSITIONS = "30:STANDARD_IA,90:GLACIER_IR,365:GLACIER"
+
+
 def _demo(ctx: typer.Context, days: int, events_per_day: int, files_per_day: int, seed: int,
           history: bool = False):
+    out = _out()
+    policy_env = {}
+    if history and not os.environ.get("LAKE_TIER_TRANSITIONS"):
+        policy_env = {"LAKE_TIER_TRANSITIONS": DEMO_TRANSITIONS}  # for the demo's runs only
+        out.print(f"tiering policy for the demo: LAKE_TIER_TRANSITIONS={DEMO_TRANSITIONS}", markup=False)
+    with patched_environ(policy_env):
+        return _demo_run(ctx, out, days, events_per_day, files_per_day, seed, history)
+
+
+def _demo_run(ctx: typer.Context, out, days: int, events_per_day: int, files_per_day: int, seed: int,
+              history: bool):
     from assets.demo import run_demo  # imports Dagster: only for this command
+    from pipelines.bootstrap import init_lake
 
     lake = context_lake(ctx, must_exist=False)
     if lake.settings.backend == "s3" and lake.settings.s3_endpoint_url:
-        lake.storage.ensure_buckets()  # the emulator (or MinIO) starts empty
-    out = _out()
+        # the emulator (or MinIO) starts empty; its plain HTTP would (rightly) fail the TLS-only policy
+        for note in init_lake(lake.settings, bucket_policy=False).notes:
+            out.print(f"lake init: {note}", markup=False)
     result = run_demo(lake, days=days, events_per_day=events_per_day, files_per_day=files_per_day,
                       seed=seed, history=history, log=lambda m: out.print(m, markup=False, highlight=False))
     table = Table(title=f"{lake.spec.qualified_name} at {lake.settings.location}", title_justify="left")
@@ -94,7 +113,7 @@ def _demo(ctx: typer.Context, days: int, events_per_day: int, files_per_day: int
     q = result.quarantined_by_arrival
     for d in result.days:
         table.add_row(d.dt, str(d.published_rows or 0), str(d.duplicates or 0), str(q.get(d.dt, 0)),
-                      str(d.raw_objects), d.published_version or "-")
+                      str(d.raw_objects), d.published_version or d.archive or "-")
     out.print(table)
     t = result.landing
     out.print(f"landing: {t['lines']} lines read = {t['landed']} landed + {t['quarantined']} quarantined; "

@@ -36,6 +36,9 @@ class DemoResult:
 #: ages (days before today) of the single older days ``history`` adds: one per tier of the
 #: default policy (STANDARD_IA from 30, GLACIER_IR from 90) and one over a year old
 HISTORY_AGES = (45, 120, 400)
+#: events in each older day, at least: enough for a Parquet file over S3's 128 KiB minimum
+#: transition size, or tiering would rightly leave it in STANDARD
+HISTORY_EVENTS = 2500
 
 
 def run_demo(lake: Lake, *, days: int = 7, events_per_day: int = 2000, files_per_day: int = 40,
@@ -57,7 +60,7 @@ def run_demo(lake: Lake, *, days: int = 7, events_per_day: int = 2000, files_per
         day = today - timedelta(days=age)
         # its own seed: other ids than the recent days', the same bytes on every run
         old[day.isoformat()] = generate_demo(
-            lake.storage, start=day, days=1, events_per_day=max(10, events_per_day // 2),
+            lake.storage, start=day, days=1, events_per_day=max(events_per_day, HISTORY_EVENTS),
             files_per_day=max(2, files_per_day // 4), seed=seed * 1000 + age)
     if old:
         log(f"generated one older day each for {', '.join(sorted(old))} (ages {', '.join(map(str, HISTORY_AGES))} days)")

@@ -8,6 +8,7 @@ The Glue implementation fills the same protocol.
 
 from __future__ import annotations
 
+import reprlib
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -18,8 +19,10 @@ from typing import Protocol, runtime_checkable
 
 import orjson
 
+from pipelines import layout
 from pipelines.errors import SchemaError, TransientError
-from pipelines.schema import TableSpec
+from pipelines.schema import TableSpec, check_ident, validate_spec
+from pipelines.storage import validate_key
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,66 @@ class Catalog(Protocol):
 
     def drop_partition(self, table: str, dt: str) -> None:
         """Take a partition out of the queryable catalog."""
+
+
+def validate_partition_key(table: str, dt: str) -> None:
+    """Refuse a table name or partition date that is not plain, before it reaches SQLite or Glue.
+
+    ``dt`` must be the catalog's text form, ``YYYY-MM-DD`` (:func:`pipelines.layout.parse_dt`).
+    """
+    check_ident("table", table)
+    _check_dt(dt)
+
+
+def validate_table(spec: TableSpec, location: str) -> None:
+    """Refuse a table spec with names that are not plain, or a location that is not a folder."""
+    validate_spec(spec)
+    validate_location(location)
+
+
+def validate_updates(table: str, updates: Sequence[tuple[Partition, str | None]]) -> None:
+    """Refuse a publish whose table, dates, versions, locations or file names are not plain.
+
+    Checked before anything is written: these values become Glue partition values and
+    locations, the paths DuckDB reads, and the version folders keys are built from.
+    """
+    check_ident("table", table)
+    for partition, _ in updates:
+        _check_dt(partition.dt)
+        # one plain key segment (the lake's own ids are layout.check_version's v-<16 hex digits)
+        if not isinstance(partition.version, str) or "/" in partition.version:
+            raise ValueError(f"invalid version id {reprlib.repr(partition.version)}")
+        validate_key(partition.version)
+        location = validate_location(partition.location)
+        for uri in partition.files:
+            if not isinstance(uri, str) or not uri.startswith(location):
+                raise ValueError(f"dt={partition.dt}: file {reprlib.repr(uri)} is not under its location")
+            validate_key(uri[len(location):])
+
+
+def validate_location(location: str) -> str:
+    """Return ``location`` if it is a folder a catalog may point at; raise ``ValueError`` otherwise.
+
+    An ``s3://bucket/prefix/`` folder with plain key segments
+    (:func:`pipelines.athena.validate_location`), or an absolute local folder path ending in
+    ``/``, printable, without ``.`` or ``..`` segments (the embedded lake's root may hold spaces).
+    """
+    if isinstance(location, str) and location.startswith("s3://"):
+        from pipelines.athena import validate_location as validate_s3_location  # athena imports us
+
+        return validate_s3_location(location)
+    if (not isinstance(location, str) or len(location) > 4096 or not location.startswith("/")
+            or not location.endswith("/") or not location.isprintable()
+            or {".", ".."} & set(location.split("/"))):
+        raise ValueError(f"invalid location {reprlib.repr(location)}: expected s3://bucket/prefix/ "
+                         "or an absolute folder path ending in '/'")
+    return location
+
+
+def _check_dt(dt: str) -> str:
+    if layout.parse_dt(dt).isoformat() != dt:  # a date object, not the text the catalog keeps
+        raise ValueError(f"invalid partition date {reprlib.repr(dt)}: expected a YYYY-MM-DD string")
+    return dt
 
 
 class ConcurrentPublishError(TransientError):
@@ -144,6 +207,7 @@ class LocalCatalog:
             db.close()
 
     def ensure_table(self, spec: TableSpec, location: str) -> None:
+        validate_table(spec, location)
         with self._tx() as db:
             row = db.execute("SELECT schema_version, spec FROM tables WHERE name=?", (spec.table,)).fetchone()
             new_cols = [(c.name, c.type) for c in spec.columns]
@@ -159,6 +223,7 @@ class LocalCatalog:
             )
 
     def get_partition(self, table: str, dt: str) -> Partition | None:
+        validate_partition_key(table, dt)
         with self._tx() as db:
             row = db.execute("SELECT * FROM partitions WHERE tbl=? AND dt=?", (table, dt)).fetchone()
         return _partition(row) if row else None
@@ -173,6 +238,7 @@ class LocalCatalog:
         self.publish_many(table, [(partition, expected_version)])
 
     def publish_many(self, table: str, updates: Sequence[tuple[Partition, str | None]]) -> list[str]:
+        validate_updates(table, updates)
         changed, conflicts = [], []
         with self._tx() as db:  # one transaction: the batch becomes visible at once
             for partition, expected_version in updates:
@@ -200,6 +266,7 @@ class LocalCatalog:
         return changed
 
     def drop_partition(self, table: str, dt: str) -> None:
+        validate_partition_key(table, dt)
         with self._tx() as db:
             row = db.execute("SELECT version FROM partitions WHERE tbl=? AND dt=?", (table, dt)).fetchone()
             if row:

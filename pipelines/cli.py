@@ -407,7 +407,9 @@ def status(ctx: typer.Context) -> None:
     table = _table("dt", "raw objects", "raw bytes", "published", "rows", "duplicates", "state",
                    title=f"{lake.spec.qualified_name} at {lake.settings.location}")
     for d in days:
-        if d.published_version is None:
+        if d.archive is not None:
+            state = Text(d.archive, style="cyan")
+        elif d.published_version is None:
             state = Text("not compacted", style="yellow")
         elif d.current:
             state = Text("current", style="green")
@@ -425,4 +427,5 @@ def status(ctx: typer.Context) -> None:
 # registers `lake ddl` and `lake catalog ...` on this app (they import from this module)
 # cli_cost: `lake cost`; cli_deploy: `lake init`, `lake doctor`, `lake iam-policy`;
 # cli_tier: `lake tier plan` / `lake tier apply` (and the older `lake tier --plan`)
-from pipelines import cli_catalog, cli_cost, cli_deploy, cli_tier  # noqa: E402, F401
+# cli_archive: `lake restore`, `lake archived`
+from pipelines import cli_archive, cli_catalog, cli_cost, cli_deploy, cli_tier  # noqa: E402, F401

@@ -13,6 +13,7 @@ from pipelines.cli import UsageProblem, _bytes, _cell, _out, _table, app, contex
 from pipelines.lifecycle import LifecycleReport, Rule, apply_lifecycle, canonical
 from pipelines.tier import TieringPolicy
 from pipelines.tier import plan as tier_plan
+from pipelines.tier_apply import TieringRun, apply_tiering
 
 tier_app = typer.Typer(help="Storage tiering: the plan of moves, expiries and monthly cost; "
                             "the lifecycle rules on S3.", invoke_without_command=True)
@@ -44,12 +45,35 @@ def plan_command(ctx: typer.Context) -> None:
 def apply_command(ctx: typer.Context,
                   dry_run: bool = typer.Option(False, "--dry-run",
                                                help="Show what would change; write nothing.")) -> None:
-    """Write the policy's lifecycle rules to each bucket; rules the project does not own stay."""
+    """Write the policy's lifecycle rules to each bucket (rules the project does not own stay),
+    then tag objects by their partition's date; days bound for GLACIER / DEEP_ARCHIVE leave
+    the catalog first."""
     lake = context_lake(ctx, must_exist=False)
-    report = apply_lifecycle(lake, TieringPolicy.from_settings(lake.settings), dry_run=dry_run)
-    _print_lifecycle(report)
-    # OBJECT TAGGING PASS: the pass that tags objects by partition date is called here, after
-    # the rules are in place (not written yet)
+    if lake.settings.backend != "s3":
+        apply_lifecycle(lake)  # the embedded backend's clear "no lifecycle here" error
+    run = apply_tiering(lake, TieringPolicy.from_settings(lake.settings), dry_run=dry_run)
+    _print_lifecycle(run.lifecycle)
+    _print_tags(run, dry_run)
+
+
+def _print_tags(run: TieringRun, dry_run: bool) -> None:
+    tags = run.tags
+    table = _table("dt", "target", "tagged", "unchanged", "kept small", "raw compacted", "archived",
+                   title="object tags" + (" (dry run: nothing written)" if dry_run else ""))
+    for p in tags.partitions:
+        if p.tagged or p.raw_compacted or p.archived or p.target != "STANDARD":
+            table.add_row(_cell(p.dt), _cell(p.target), _cell(p.tagged), _cell(p.unchanged),
+                          _cell(p.kept_small), _cell(p.raw_compacted), _cell(p.archived or ""))
+    out = _out()
+    out.print(table)
+    t = tags.totals
+    out.print(Text(f"{'would tag' if dry_run else 'tagged'} {t['tagged']} curated objects and "
+                   f"{t['raw_compacted']} raw objects ({t['unchanged']} unchanged, {t['kept_small']} under "
+                   f"the minimum billable size); {tags.requests} tag requests"))
+    if tags.archived:
+        out.print(Text(f"archived (out of the catalog, restore with `lake restore --date`): {', '.join(tags.archived)}"))
+    if run.restores_expired:
+        out.print(Text(f"restores run out, archived again: {', '.join(run.restores_expired)}"))
 
 
 def _print_plan(ctx: typer.Context) -> None:

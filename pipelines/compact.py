@@ -25,7 +25,7 @@ from pipelines import duck, layout
 from pipelines.errors import NotFoundError
 from pipelines.lake import Lake
 from pipelines.land import raw_objects
-from pipelines.storage import ObjectInfo
+from pipelines.storage import TIER_TAG, ObjectInfo
 
 COMPACTION_FORMAT = 1  # bump when the output layout changes, so versions are recomputed
 
@@ -185,7 +185,9 @@ def _upload(lake: Lake, day: date, version: str, staged: list[Path]) -> list[dic
     for n, path in enumerate(staged):
         key = layout.part_key(lake.spec, day, version, n)
         meta = pq.read_metadata(path)
-        info = lake.storage.put_file("curated", key, path)
+        # born tagged STANDARD: lifecycle then expires its superseded versions after the
+        # STANDARD rule's days, not the longest minimum duration kept for untagged objects
+        info = lake.storage.put_file("curated", key, path, tags={TIER_TAG: "STANDARD"})
         outputs.append({"key": key, "rows": meta.num_rows, "size": info.size,
                         "row_groups": meta.num_row_groups})
     return outputs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,6 +23,8 @@ MiB = 1 << 20
 # the longest role suffix is "-quarantine" (11); bucket names stop at 63 characters
 _BUCKET_PREFIX = re.compile(r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]")
 _GLUE_NAME = re.compile(r"[a-z0-9_]{1,255}")
+# S3 refuses bucket names starting with these (AWS "General purpose bucket naming rules")
+_RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 
 
 @dataclass(frozen=True)
@@ -148,17 +151,19 @@ class LakeSettings:
             raise ConfigError("LAKE_S3_CONCURRENCY must be between 1 and 512")
         if self.s3_multipart_bytes < 5 * MiB:
             raise ConfigError("LAKE_S3_MULTIPART_BYTES must be at least 5 MiB (the S3 minimum part size)")
-        if not _BUCKET_PREFIX.fullmatch(self.bucket_prefix):
+        if (not isinstance(self.bucket_prefix, str) or not _BUCKET_PREFIX.fullmatch(self.bucket_prefix)
+                or self.bucket_prefix.startswith(_RESERVED_BUCKET_PREFIXES)):
             raise ConfigError(
-                f"LAKE_BUCKET_PREFIX {self.bucket_prefix!r} cannot name S3 buckets: use 3-40 lowercase "
-                "letters, digits and hyphens, starting and ending with a letter or digit")
+                f"LAKE_BUCKET_PREFIX {reprlib.repr(self.bucket_prefix)} cannot name S3 buckets: use 3-40 "
+                "lowercase letters, digits and hyphens, starting and ending with a letter or digit "
+                f"(and not starting with {', '.join(_RESERVED_BUCKET_PREFIXES)})")
         for name in ("raw_expire_days", "quarantine_expire_days", "noncurrent_expire_days",
                      "abort_multipart_days", "restore_days"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"LAKE_{name.upper()} must be at least 1 (day)")
-        if not _GLUE_NAME.fullmatch(self.glue_database):
-            raise ConfigError(f"LAKE_GLUE_DATABASE {self.glue_database!r} must be lowercase letters, digits "
-                              "and underscores (Athena folds names to lowercase)")
+        if not isinstance(self.glue_database, str) or not _GLUE_NAME.fullmatch(self.glue_database):
+            raise ConfigError(f"LAKE_GLUE_DATABASE {reprlib.repr(self.glue_database)} must be 1-255 lowercase "
+                              "letters, digits and underscores (Athena folds names to lowercase)")
 
     @property
     def catalog_kind(self) -> str:

@@ -22,7 +22,14 @@ from typing import Any
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipelines.catalog import ConcurrentPublishError, Partition, check_compatible
+from pipelines.catalog import (
+    ConcurrentPublishError,
+    Partition,
+    check_compatible,
+    validate_partition_key,
+    validate_table,
+    validate_updates,
+)
 from pipelines.config import LakeSettings
 from pipelines.errors import ConfigError, NotFoundError, SchemaError, TerminalError, TransientError
 from pipelines.s3 import aws_error, aws_session, client_config
@@ -46,6 +53,11 @@ _TERMINAL = frozenset({"AccessDeniedException", "InvalidInputException", "Valida
                        "ResourceNumberLimitExceededException", "GlueEncryptionException",
                        "EntityNotFoundException", "UnrecognizedClientException"})
 _ATTEMPTS = 8
+# table properties every lake table carries (tables created before one was added get it on the
+# next ensure_table). Athena (engine v3) skips GLACIER / DEEP_ARCHIVE objects, even restored
+# ones, unless the table says to read restored ones: `lake restore` depends on it
+# (https://docs.aws.amazon.com/athena/latest/ug/querying-glacier.html)
+_TABLE_PROPERTIES = {"read_restored_glacier_objects": "true"}
 _MAX_PARAMETER = 512_000  # characters in one Glue parameter value
 
 
@@ -122,6 +134,7 @@ class GlueCatalog:
         change is written with the table's ``VersionId``, so a concurrent table update is re-read
         and re-checked instead of lost.
         """
+        validate_table(spec, location)
         signature = (tuple(_hive(spec.hive_columns())), spec.version, location)
         if self._ensured.get(spec.table) == signature:
             return
@@ -161,7 +174,8 @@ class GlueCatalog:
             self.client.create_table(DatabaseName=self.database, TableInput={
                 "Name": spec.table, "Description": spec.description[:2048], "TableType": "EXTERNAL_TABLE",
                 "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE", "parquet.compression": "ZSTD",
-                               "lake.table": spec.qualified_name, "lake.schema_version": str(spec.version)},
+                               "lake.table": spec.qualified_name, "lake.schema_version": str(spec.version),
+                               **_TABLE_PROPERTIES},
                 "StorageDescriptor": descriptor, "PartitionKeys": spec.hive_partition_keys()})
         except (ClientError, BotoCoreError) as exc:
             if _code(exc) == "AlreadyExistsException":
@@ -189,12 +203,13 @@ class GlueCatalog:
             # most likely two lakes sharing one database: they would overwrite each other's partitions
             raise ConfigError(f"Glue table {name} points at {descriptor.get('Location')}, not {location}; "
                               "give each lake its own LAKE_GLUE_DATABASE")
-        if old == new and stored == spec.version:
+        properties_ok = all(parameters.get(k) == v for k, v in _TABLE_PROPERTIES.items())
+        if old == new and stored == spec.version and properties_ok:
             return None
         allowed = self.client.meta.service_model.shape_for("TableInput").members
         table_input = {k: v for k, v in table.items() if k in allowed}
         table_input["StorageDescriptor"] = {**descriptor, "Columns": _columns(spec)}
-        table_input["Parameters"] = {**parameters, "lake.schema_version": str(spec.version)}
+        table_input["Parameters"] = {**parameters, "lake.schema_version": str(spec.version), **_TABLE_PROPERTIES}
         return table_input
 
     def _descriptor(self, table: str) -> dict[str, Any]:
@@ -209,6 +224,7 @@ class GlueCatalog:
 
     def get_partition(self, table: str, dt: str) -> Partition | None:
         """The partition as Glue has it, or None (also when the table does not exist)."""
+        validate_partition_key(table, dt)
         try:
             found = self.client.get_partition(DatabaseName=self.database, TableName=table, PartitionValues=[dt])
         except (ClientError, BotoCoreError) as exc:
@@ -240,6 +256,7 @@ class GlueCatalog:
         found at another version (before or right after the write) once the others are applied.
         A failed batch call may leave part of the updates applied; publishing again is idempotent.
         """
+        validate_updates(table, updates)
         wanted = {p.dt: (p, expected) for p, expected in updates}
         if len(wanted) != len(updates):
             raise ValueError(f"{table}: publish_many got the same partition twice")
@@ -338,6 +355,7 @@ class GlueCatalog:
 
     def drop_partition(self, table: str, dt: str) -> None:
         """Remove the partition from Glue; a missing partition (or table) is fine."""
+        validate_partition_key(table, dt)
         try:
             self.client.delete_partition(DatabaseName=self.database, TableName=table, PartitionValues=[dt])
         except (ClientError, BotoCoreError) as exc:

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import reprlib
 from datetime import date, datetime
 
-from pipelines.schema import TableSpec
+from pipelines.schema import TableSpec, check_ident
 
 _SOURCE = re.compile(r"[^a-z0-9]+")
-_VERSION = re.compile(r"^v-[0-9a-f]{16}$")
+# fullmatch everywhere: "$" also matches before a trailing newline; [0-9], not \d (any digit)
+_VERSION = re.compile(r"v-[0-9a-f]{16}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: what source_name() and object_digest() produce; raw and quarantine names are built from them
+_SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_DIGEST = re.compile(r"[0-9a-f]{16}")
 
 
 def parse_dt(value: str | date) -> date:
@@ -22,8 +28,8 @@ def parse_dt(value: str | date) -> date:
         return value.date()
     if isinstance(value, date):
         return value
-    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        raise ValueError(f"invalid date {value!r}: expected YYYY-MM-DD")
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise ValueError(f"invalid date {reprlib.repr(value)}: expected YYYY-MM-DD")
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -31,13 +37,27 @@ def parse_dt(value: str | date) -> date:
 
 
 def check_version(version: str) -> str:
-    if not _VERSION.match(version or ""):
-        raise ValueError(f"invalid version id {version!r}")
+    """Return ``version`` if it is a version id (``v-`` and 16 hex digits); raise ``ValueError``."""
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise ValueError(f"invalid version id {reprlib.repr(version)}: expected v- and 16 hex digits")
     return version
 
 
+def _check(kind: str, value: str, pattern: re.Pattern) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"invalid {kind} {reprlib.repr(value)} for an object name")
+    return value
+
+
+def _check_hour(hour: int) -> int:
+    if not isinstance(hour, int) or isinstance(hour, bool) or not 0 <= hour <= 23:
+        raise ValueError(f"invalid hour {reprlib.repr(hour)}: expected an integer 0-23")
+    return hour
+
+
 def table_prefix(spec: TableSpec) -> str:
-    return f"{spec.namespace}/{spec.table}"
+    """``<namespace>/<table>``: the names are checked again, a spec can be built by hand."""
+    return f"{check_ident('namespace', spec.namespace)}/{check_ident('table', spec.table)}"
 
 
 def raw_day_prefix(spec: TableSpec, dt: str | date) -> str:
@@ -45,9 +65,9 @@ def raw_day_prefix(spec: TableSpec, dt: str | date) -> str:
 
 
 def raw_key(spec: TableSpec, dt: date, hour: int, source: str, digest: str) -> str:
-    if not 0 <= hour <= 23:
-        raise ValueError(f"invalid hour {hour}")
-    return f"{table_prefix(spec)}/dt={dt.isoformat()}/hour={hour:02d}/{source}-{digest}.ndjson.gz"
+    """``<table>/dt=<day>/hour=<HH>/<source>-<digest>.ndjson.gz``, every part validated."""
+    return (f"{table_prefix(spec)}/dt={parse_dt(dt).isoformat()}/hour={_check_hour(hour):02d}/"
+            f"{_check('source name', source, _SOURCE_NAME)}-{_check('digest', digest, _DIGEST)}.ndjson.gz")
 
 
 def ledger_prefix(spec: TableSpec) -> str:
@@ -55,7 +75,7 @@ def ledger_prefix(spec: TableSpec) -> str:
 
 
 def ledger_key(spec: TableSpec, digest: str) -> str:
-    return f"{ledger_prefix(spec)}{digest}.json"
+    return f"{ledger_prefix(spec)}{_check('digest', digest, _DIGEST)}.json"
 
 
 def partition_prefix(spec: TableSpec, dt: str | date) -> str:
@@ -75,15 +95,22 @@ def audit_key(spec: TableSpec, dt: str | date, version: str) -> str:
 
 
 def part_key(spec: TableSpec, dt: str | date, version: str, n: int) -> str:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"invalid part number {reprlib.repr(n)}")
     return f"{version_prefix(spec, dt, version)}part-{n:05d}.parquet"
 
 
+def _quarantine_name(arrival: date, source: str, digest: str) -> str:
+    return (f"arrival={parse_dt(arrival).isoformat()}/"
+            f"{_check('source name', source, _SOURCE_NAME)}-{_check('digest', digest, _DIGEST)}")
+
+
 def quarantine_lines_key(spec: TableSpec, arrival: date, source: str, digest: str) -> str:
-    return f"{table_prefix(spec)}/lines/arrival={arrival.isoformat()}/{source}-{digest}.ndjson"
+    return f"{table_prefix(spec)}/lines/{_quarantine_name(arrival, source, digest)}.ndjson"
 
 
 def quarantine_file_key(spec: TableSpec, arrival: date, source: str, digest: str) -> str:
-    return f"{table_prefix(spec)}/files/arrival={arrival.isoformat()}/{source}-{digest}.bin"
+    return f"{table_prefix(spec)}/files/{_quarantine_name(arrival, source, digest)}.bin"
 
 
 def source_name(landing_key: str) -> str:

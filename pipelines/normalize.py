@@ -53,6 +53,8 @@ def parse_time(value: Any, field: str) -> datetime | None:
     text = value.strip()
     if len(text) > 64:
         raise _Rejected("unparseable_time", f"{field} is too long to be a time")
+    if not text.isprintable():  # fromisoformat stops at a NUL after a complete time
+        raise _Rejected("unparseable_time", f"{field} holds control characters")
     # fromisoformat accepts at most 6 fraction digits; SDKs and Go servers send up to 9.
     m = _FRACTION.search(text)
     if m and len(m.group(1)) > 7:

@@ -15,10 +15,18 @@ from datetime import date
 from pipelines import layout
 from pipelines.catalog import Partition
 from pipelines.compact import read_manifest
-from pipelines.errors import AuditError, NotFoundError
+from pipelines.errors import AuditError, NotFoundError, TerminalError
 from pipelines.lake import Lake
 from pipelines.locks import partition_locks
 from pipelines.verify import read_audit
+
+
+class ArchivedError(TerminalError):
+    """The version is archived; only a restore may publish it again."""
+
+
+class RawExpiredError(TerminalError):
+    """The new version lacks raw inputs of the version it would replace."""
 
 
 @dataclass
@@ -66,6 +74,7 @@ def publish_versions(lake: Lake, items: Sequence[tuple[str | date, str]]) -> lis
         results, updates = [], []
         now = time.time()
         for day, (version, manifest) in sorted(wanted.items()):
+            _refuse_gaps(lake, day, version, manifest, current[day], now)
             location = lake.storage.uri("curated", layout.version_prefix(spec, day, version))
             before = current[day].version if current[day] else None
             results.append(PublishResult(day, version, before, location, changed=before != version))
@@ -78,6 +87,42 @@ def publish_versions(lake: Lake, items: Sequence[tuple[str | date, str]]) -> lis
         if updates:
             lake.catalog.publish_many(spec.table, updates)
     return results
+
+
+def _refuse_gaps(lake: Lake, day: str, version: str, manifest: dict, current: Partition | None,
+                 now: float) -> None:
+    """Refuse a publish that would make readers silently miss rows.
+
+    Two ways it could: publishing again an archived version (its files are in a class Athena
+    skips without an error) other than through ``lake restore``, which first makes them readable
+    and records until when; and publishing a version built without raw objects that the version
+    it replaces was built from and that no longer exist (raw expired by lifecycle, then late
+    events re-compacted the day): the rows only the older version holds would vanish.
+    """
+    from pipelines.archive import _read as read_archive  # archive publishes through this module
+
+    record = read_archive(lake, day)
+    archived = record is not None and (current is None or current.version == record.version)
+    if archived and record.version == version and not record.pinned(now):
+        raise ArchivedError(f"dt={day} version {version} is archived in {record.storage_class}: run "
+                            f"`lake restore --date {day}` to make it queryable again")
+    base = current.version if current is not None else (record.version if archived else None)
+    if base is None or base == version:
+        return
+    base_manifest = read_manifest(lake, day, base)
+    if base_manifest is None:
+        return  # the published version's manifest is gone: nothing to compare with
+    lost = {i["key"] for i in base_manifest["inputs"]} - {i["key"] for i in manifest["inputs"]}
+    if not lost:
+        return
+    # an older version built from fewer objects that are all still there is a deliberate
+    # roll-back; objects that are gone mean the rows would be lost for good
+    gone = lost - set(lake.storage.list_keys("raw", layout.raw_day_prefix(lake.spec, day)))
+    if gone:
+        raise RawExpiredError(
+            f"dt={day}: version {version} was built without {len(gone)} raw object(s) that version "
+            f"{base} holds (e.g. {min(gone)}), expired or deleted since; publishing it would drop their "
+            "rows. Merging the published version into a re-compaction is not implemented yet")
 
 
 def retire_versions(lake: Lake, dt: str | date, *, now: float | None = None,

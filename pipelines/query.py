@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import reprlib
+
 import duckdb
 
 from pipelines import duck, layout
 from pipelines.catalog import Partition
 from pipelines.lake import Lake
+from pipelines.storage import validate_key
 
 
 def view_sql(lake: Lake) -> str:
@@ -28,15 +31,26 @@ def partition_files(lake: Lake, partition: Partition) -> list[str]:
     """The Parquet files of a published partition: the list the lake recorded when it published,
     or, for a partition registered by another tool (location only), the ``.parquet`` objects
     under its location, as Athena would read them."""
-    if partition.files:
-        return list(partition.files)
+    # catalog values are input too (Glue can be edited by any tool): only plain keys inside the
+    # table's folder may become the paths DuckDB reads
+    layout.parse_dt(partition.dt)
     table = layout.table_prefix(lake.spec) + "/"
     base = lake.storage.uri("curated", table)
-    if not partition.location.startswith(base):
-        raise ValueError(f"dt={partition.dt}: location {partition.location} is outside the table's folder {base}")
-    prefix = table + partition.location[len(base):]
+    if partition.files:
+        return [_inside(base, table, uri, partition.dt, "file") for uri in partition.files]
+    prefix = table + _inside(base, table, partition.location, partition.dt, "location")[len(base):]
     return [lake.storage.uri("curated", k) for k in lake.storage.list_keys("curated", prefix)
             if k.endswith(".parquet") and not k.rsplit("/", 1)[-1].startswith(("_", "."))]
+
+
+def _inside(base: str, table: str, uri: str, dt: str, what: str) -> str:
+    """``uri`` if it names a plain key under the table's folder ``base``; ``ValueError`` otherwise."""
+    if not isinstance(uri, str) or not uri.startswith(base):
+        raise ValueError(f"dt={dt}: {what} {reprlib.repr(uri)} is outside the table's folder {base}")
+    if what == "file" and uri.endswith("/"):
+        raise ValueError(f"dt={dt}: file {reprlib.repr(uri)} names a folder")
+    validate_key(table + uri[len(base):])
+    return uri
 
 
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:

@@ -21,6 +21,11 @@ behind the catalog's back. Findings per day:
 ``orphan``
     the catalog has a partition for a day with no data at all in the lake.
 
+A day taken out of the catalog on purpose because its files went to an archive class
+(:mod:`pipelines.archive`) is not ``missing``: it is listed in :attr:`ReconcileReport.archived`
+(kind ``archived``), counted consistent, and a fix never publishes it (its files may be
+unreadable; ``lake restore`` brings it back).
+
 With ``fix=True``, the expected version is published through :func:`pipelines.publish.publish_version`
 (compare-and-set, refuses unaudited versions) and orphans are dropped after re-checking that their
 location really is empty. Each day is fixed on its own: one failure is reported, not raised.
@@ -32,6 +37,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from pipelines import layout
+from pipelines.archive import ArchiveRecord, archive_record
+from pipelines.archive import archived as archived_days
 from pipelines.catalog import Partition
 from pipelines.compact import read_manifest
 from pipelines.lake import Lake
@@ -77,6 +84,9 @@ class ReconcileReport:
     #: days whose newest audited version was written after the published one (kind ``staged``):
     #: consistent, listed for information, never published by a fix
     staged: list[Finding] = field(default_factory=list)
+    #: days out of the catalog because they are archived (kind ``archived``): consistent, never
+    #: published by a fix
+    archived: list[Finding] = field(default_factory=list)
 
     @property
     def fixed(self) -> list[Fix]:
@@ -103,6 +113,8 @@ class ReconcileReport:
         text = f"{self.table}: {len(self.ok)} ok" + "".join(", " + c for c in counts)
         if self.staged:
             text += f" ({len(self.staged)} with a newer version staged)"
+        if self.archived:
+            text += f", {len(self.archived)} archived"
         if self.fixes:
             text += f"; fixed {len(self.fixed)}, failed {len(self.failed)}"
         return text
@@ -161,14 +173,21 @@ def _audit_passed(lake: Lake, dt: str, version: str) -> bool:
     return bool(audit and audit.get("passed"))
 
 
-def find(lake: Lake) -> tuple[list[Finding], list[str], list[Finding]]:
-    """Compare lake and catalog; returns (findings, days that agree, staged days). Reads only."""
+def find(lake: Lake, archived: dict[str, ArchiveRecord] | None = None
+         ) -> tuple[list[Finding], list[str], list[Finding]]:
+    """Compare lake and catalog; returns (findings, days that agree, staged days). Reads only.
+
+    Archived days out of the catalog (``archived``, read when not given) are no finding.
+    """
     spec = lake.spec
     days = _lake_days(lake)
     catalog = {p.dt: p for p in lake.catalog.list_partitions(spec.table)}
+    archived = archived_days(lake) if archived is None else archived
     findings, ok, staged = [], [], []
     for dt in sorted(set(days) | set(catalog)):
         p, day = catalog.get(dt), days.get(dt)
+        if p is None and dt in archived:
+            continue  # out of the catalog on purpose: reported by reconcile() as archived
         if day is None:
             findings.append(Finding(dt, "orphan", p.version, None,
                                     f"no objects under {layout.partition_prefix(spec, dt)}"))
@@ -236,6 +255,9 @@ def _fix_publish(lake: Lake, f: Finding) -> Fix:
     # Re-read both sides: another run may have published since the scan, and publishing the
     # scanned version then would roll the day back.
     current = lake.catalog.get_partition(spec.table, f.dt)
+    record = archive_record(lake, f.dt) if current is None else None
+    if record is not None:
+        return Fix(f.dt, f.kind, "skipped", True, f"archived since the scan ({record.label}); not published")
     if (current.version if current else None) != f.catalog_version:
         return Fix(f.dt, f.kind, "skipped", False,
                    f"the catalog moved to {current.version if current else None} since the scan; re-run")
@@ -295,8 +317,11 @@ def reconcile(lake: Lake, fix: bool = False) -> ReconcileReport:
     location holds nothing; ``unaudited`` days are reported, never changed. Every day is fixed on
     its own, and a failure is recorded in :attr:`ReconcileReport.failed` instead of raised.
     """
-    findings, ok, staged = find(lake)
-    report = ReconcileReport(lake.spec.table, findings, ok, staged=staged)
+    records = archived_days(lake)
+    findings, ok, staged = find(lake, records)
+    out = [Finding(dt, "archived", None, r.version, f"{r.label}: `lake restore --date {dt}` brings it back")
+           for dt, r in records.items() if not r.published]
+    report = ReconcileReport(lake.spec.table, findings, ok, staged=staged, archived=out)
     if fix:
         report.fixes = [_fix(lake, f) for f in findings]
     return report

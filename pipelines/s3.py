@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlencode
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -24,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipelines.concurrency import bounded_map
 from pipelines.config import ROLES, LakeSettings
 from pipelines.errors import ConfigError, NotFoundError, TerminalError, TransientError
-from pipelines.storage import ARCHIVE_CLASSES, ObjectInfo, validate_key
+from pipelines.storage import ARCHIVE_CLASSES, ObjectInfo, read_key, validate_key, write_key
 
 #: objects up to this size are read whole on open(): one GET, retried by botocore as a unit
 _SMALL_OBJECT = 8 << 20
@@ -123,7 +124,7 @@ class S3Storage:
     def _head(self, role: str, key: str) -> dict[str, Any] | None:
         bucket = self._bucket(role)
         try:
-            return self.client.head_object(Bucket=bucket, Key=validate_key(key))
+            return self.client.head_object(Bucket=bucket, Key=read_key(role, key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -142,7 +143,7 @@ class S3Storage:
     def _get_object(self, role: str, key: str, **kwargs) -> dict[str, Any]:
         bucket = self._bucket(role)
         try:
-            return self.client.get_object(Bucket=bucket, Key=validate_key(key), **kwargs)
+            return self.client.get_object(Bucket=bucket, Key=read_key(role, key), **kwargs)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise NotFoundError(f"no object s3://{bucket}/{key}") from None
@@ -184,22 +185,24 @@ class S3Storage:
         bucket = self._bucket(role)
         extra = {"Metadata": dict(metadata)} if metadata else {}
         r = self._call(f"put s3://{bucket}/{key}", self.client.put_object,
-                       Bucket=bucket, Key=validate_key(key), Body=data, **self.sse_args, **extra)
+                       Bucket=bucket, Key=write_key(key), Body=data, **self.sse_args, **extra)
         return ObjectInfo(key=key, size=len(data), etag=r["ETag"].strip('"'), mtime=time.time())
 
-    def put_file(self, role: str, key: str, path: Path) -> ObjectInfo:
+    def put_file(self, role: str, key: str, path: Path, tags: Mapping[str, str] | None = None) -> ObjectInfo:
         bucket = self._bucket(role)
-        validate_key(key)
+        write_key(key)
         size = Path(path).stat().st_size
+        # tagged in the same request (x-amz-tagging), multipart included: no PutObjectTagging later
+        extra = {**self.sse_args, **({"Tagging": urlencode(sorted(tags.items()))} if tags else {})}
         if size < self.settings.s3_multipart_bytes:
             with open(path, "rb") as fh:
                 r = self._call(f"put s3://{bucket}/{key}", self.client.put_object,
-                               Bucket=bucket, Key=key, Body=fh, **self.sse_args)
+                               Bucket=bucket, Key=key, Body=fh, **extra)
             return ObjectInfo(key=key, size=size, etag=r["ETag"].strip('"'), mtime=time.time())
         # multipart: parts uploaded concurrently; the object appears only on CompleteMultipartUpload,
         # and a killed upload leaves parts that abort_incomplete (and a lifecycle rule) remove
         self._call(f"upload s3://{bucket}/{key}", self.client.upload_file, Filename=str(path), Bucket=bucket,
-                   Key=key, ExtraArgs=dict(self.sse_args), Config=self._transfer)
+                   Key=key, ExtraArgs=extra, Config=self._transfer)
         info = self.head(role, key)
         if info is None:
             raise TransientError(f"s3://{bucket}/{key} is missing right after its upload")
@@ -276,7 +279,7 @@ class S3Storage:
         """Create an object only if none exists (``If-None-Match: *``); None when one does."""
         bucket = self._bucket(role)
         try:
-            r = self.client.put_object(Bucket=bucket, Key=validate_key(key), Body=data, IfNoneMatch="*",
+            r = self.client.put_object(Bucket=bucket, Key=write_key(key), Body=data, IfNoneMatch="*",
                                        **self.sse_args)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):

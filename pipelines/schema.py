@@ -7,6 +7,7 @@ Dagster are all computed here from ``schemas/<namespace>_<table>_v<N>.yaml``.
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from pipelines.errors import SchemaError
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_IDENT = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 # One row per logical type: Arrow, DuckDB, Hive (Glue/Athena).
 _TYPES = {
@@ -129,8 +130,8 @@ def _comment(c: Column) -> str:
 
 def schema_path(namespace: str = "clickstream", table: str = "events", version: int | None = None) -> Path:
     """The schema file of a table version (the latest when ``version`` is None)."""
-    _check_ident("namespace", namespace)
-    _check_ident("table", table)
+    check_ident("namespace", namespace)
+    check_ident("table", table)
     if version is None:
         candidates = sorted(
             SCHEMA_DIR.glob(f"{namespace}_{table}_v*.yaml"),
@@ -176,7 +177,7 @@ def parse_spec(text: str) -> TableSpec:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SchemaError(f"schema file is missing or misuses a key: {exc!r}") from None
-    _validate(spec)
+    validate_spec(spec)
     return spec
 
 
@@ -198,12 +199,13 @@ def _column(doc: dict) -> Column:
     )
 
 
-def _validate(spec: TableSpec) -> None:
-    _check_ident("namespace", spec.namespace)
-    _check_ident("table", spec.table)
+def validate_spec(spec: TableSpec) -> None:
+    """Refuse a spec whose names are not plain identifiers or whose references do not resolve."""
+    check_ident("namespace", spec.namespace)
+    check_ident("table", spec.table)
     names = spec.column_names
     for n in names:
-        _check_ident("column", n)
+        check_ident("column", n)
     if len(set(names)) != len(names):
         raise SchemaError("duplicate column names in schema file")
     if spec.partition_key in names:
@@ -217,6 +219,14 @@ def _validate(spec: TableSpec) -> None:
                 raise SchemaError(f"required_any refers to unknown column {ref!r}")
 
 
-def _check_ident(kind: str, value: str) -> None:
-    if not isinstance(value, str) or not _IDENT.match(value):
-        raise SchemaError(f"invalid {kind} name {value!r}: use lowercase letters, digits and _")
+def check_ident(kind: str, value: str) -> str:
+    """Return ``value`` if it is a plain name (a lowercase letter, then up to 62 lowercase
+    letters, digits and ``_``); raise :class:`SchemaError` otherwise.
+
+    Table and column names become object keys, Glue names and SQL identifiers, so this is the
+    one rule for them. ``fullmatch``: ``$`` would also accept a trailing newline.
+    """
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        raise SchemaError(f"invalid {kind} name {reprlib.repr(value)}: use a lowercase letter, then up "
+                          "to 62 lowercase letters, digits and _")
+    return value

@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from pipelines import layout
+from pipelines.archive import archived
 from pipelines.compact import read_manifest, version_id
 from pipelines.lake import Lake
 from pipelines.storage import ObjectInfo
@@ -22,6 +23,8 @@ class DayStatus:
     published_rows: int | None
     duplicates: int | None
     current: bool  # the published version covers every raw object of the day
+    #: "archived (CLASS)", "restored until ..." when the day is archived (pipelines/archive.py)
+    archive: str | None = None
 
 
 def day_status(lake: Lake) -> list[DayStatus]:
@@ -32,8 +35,9 @@ def day_status(lake: Lake) -> list[DayStatus]:
     for o in lake.storage.list("raw", base):
         raw[o.key[len(base):].split("/", 1)[0]].append(o)
     parts = {p.dt: p for p in lake.catalog.list_partitions(spec.table)}
+    records = archived(lake)
     out = []
-    for dt in sorted(set(raw) | set(parts)):
+    for dt in sorted(set(raw) | set(parts) | set(records)):
         p = parts.get(dt)
         manifest = read_manifest(lake, dt, p.version) if p else None
         inputs = raw.get(dt, [])
@@ -41,5 +45,6 @@ def day_status(lake: Lake) -> list[DayStatus]:
         out.append(DayStatus(
             dt=dt, raw_objects=len(inputs), raw_bytes=sum(o.size for o in inputs),
             published_version=p.version if p else None, published_rows=p.rows if p else None,
-            duplicates=manifest["counts"]["duplicates"] if manifest else None, current=current))
+            duplicates=manifest["counts"]["duplicates"] if manifest else None, current=current,
+            archive=records[dt].label if dt in records else None))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import reprlib
 import shutil
 import tempfile
 import time
@@ -27,6 +28,10 @@ _KEY_PART = re.compile(r"^[A-Za-z0-9._=\-+@]+$")
 #: uploaded; without it arrival is the object's last-modified time.
 ARRIVED_AT = "arrived-at"
 
+#: the object tag naming the storage class a curated object's partition belongs in (lifecycle
+#: rules transition by it); compaction writes ``STANDARD`` with every data file
+TIER_TAG = "lake-tier"
+
 #: storage classes whose objects must be restored before anyone can read them (Athena skips them)
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
@@ -43,14 +48,41 @@ class ObjectInfo:
     storage_class: str = "STANDARD"
 
 
-def validate_key(key: str) -> str:
-    """Return ``key`` if every segment is a plain name; raise ``ValueError`` otherwise."""
-    if not key or len(key) > 1024 or key.startswith("/") or "\x00" in key:
-        raise ValueError(f"invalid object key {key!r}")
+#: a segment of a key someone else chose (a producer's landing object): anything printable
+_FOREIGN_PART = re.compile(r"^[^\x00-\x1f\x7f]+$")
+
+
+def write_key(key: str) -> str:
+    """Validate a key to write: a plain key naming an object, not a prefix (``web/`` is what an
+    empty name makes of ``f"web/{name}"``: an S3 folder marker, or a file named ``web``)."""
+    if isinstance(key, str) and key.endswith("/"):
+        raise ValueError(f"invalid object key {reprlib.repr(key)}: it names a prefix, not an object")
+    return validate_key(key)
+
+
+def read_key(role: str, key: str) -> str:
+    """Validate a key to read: strict, except in ``landing``, whose names producers choose.
+
+    S3 accepts any name, so a landing object may be called ``web/it's a batch.json``; refusing it
+    would stop every landing pass at that object. Reading it is safe: such a name is only ever
+    a request parameter or a file name in the landing folder, never part of a key the lake writes
+    (those come from :func:`pipelines.layout.source_name` and digests). Traversal, empty segments
+    and control characters stay refused.
+    """
+    return validate_key(key, foreign=role == "landing")
+
+
+def validate_key(key: str, *, foreign: bool = False) -> str:
+    """Return ``key`` if every segment is a plain name; raise ``ValueError`` otherwise.
+
+    ``foreign`` admits any printable segment (see :func:`read_key`)."""
+    # reprlib: a 100,000-character key still gives a one-line error a person can read
+    if not isinstance(key, str) or not key or len(key) > 1024 or key.startswith("/") or "\x00" in key:
+        raise ValueError(f"invalid object key {reprlib.repr(key)}")
     # a trailing "/" names a prefix (a version directory, a table location)
     for part in key.removesuffix("/").split("/"):
-        if part in ("", ".", "..") or not _KEY_PART.fullmatch(part):
-            raise ValueError(f"invalid object key {key!r}: segment {part!r}")
+        if part in ("", ".", "..") or not (_FOREIGN_PART if foreign else _KEY_PART).fullmatch(part):
+            raise ValueError(f"invalid object key {reprlib.repr(key)}: segment {reprlib.repr(part)}")
     return key
 
 
@@ -81,7 +113,7 @@ class Storage(Protocol):
         (as the file's mtime).
         """
 
-    def put_file(self, role: str, key: str, path: Path) -> ObjectInfo:
+    def put_file(self, role: str, key: str, path: Path, tags: Mapping[str, str] | None = None) -> ObjectInfo:
         """Upload a local file atomically (multipart where the backend has it)."""
 
     def delete(self, role: str, keys: Iterable[str]) -> int:
@@ -141,19 +173,22 @@ class LocalStorage:
     def _path(self, role: str, key: str) -> Path:
         return self._dir(role) / validate_key(key)
 
+    def _read_path(self, role: str, key: str) -> Path:
+        return self._dir(role) / read_key(role, key)
+
     def list(self, role: str, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self._dir(role)
         return (self._info(base / k, k) for k in self.list_keys(role, prefix))
 
     def list_keys(self, role: str, prefix: str = "") -> Iterator[str]:
         base = self._dir(role)
+        if prefix:
+            validate_key(prefix)  # refused as on S3, not just an empty listing
         if not base.exists():
             return iter(())
         # Walk only the deepest folder the prefix names fully, then filter by the rest.
         head, _, _ = prefix.rpartition("/")
         start = base / head if head else base
-        if head:
-            validate_key(head)
         if not start.exists():
             return iter(())
         found = []
@@ -194,23 +229,23 @@ class LocalStorage:
         return tag
 
     def head(self, role: str, key: str) -> ObjectInfo | None:
-        path = self._path(role, key)
+        path = self._read_path(role, key)
         return self._info(path, key) if path.is_file() else None
 
     def get(self, role: str, key: str) -> bytes:
         try:
-            return self._path(role, key).read_bytes()
+            return self._read_path(role, key).read_bytes()
         except FileNotFoundError:
             raise NotFoundError(f"no object {role}/{key}") from None
 
     def open(self, role: str, key: str) -> BinaryIO:
         try:
-            return self._path(role, key).open("rb")
+            return self._read_path(role, key).open("rb")
         except FileNotFoundError:
             raise NotFoundError(f"no object {role}/{key}") from None
 
     def put(self, role: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
-        path = self._path(role, key)
+        path = self._dir(role) / write_key(key)
         # rename makes it atomic for readers and against a killed process; no fsync per small
         # object (it tripled landing time): the embedded backend does not promise durability
         # across power loss, S3 does
@@ -225,8 +260,9 @@ class LocalStorage:
             raise
         return self._info(path, key)
 
-    def put_file(self, role: str, key: str, path: Path) -> ObjectInfo:
-        dest = self._path(role, key)
+    def put_file(self, role: str, key: str, path: Path, tags: Mapping[str, str] | None = None) -> ObjectInfo:
+        # ``tags`` only matter to S3 lifecycle rules, which the local folder does not have
+        dest = self._dir(role) / write_key(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
         os.close(fd)
@@ -240,8 +276,8 @@ class LocalStorage:
 
     def delete(self, role: str, keys: Iterable[str]) -> int:
         n = 0
-        for key in keys:
-            path = self._path(role, key)
+        paths = [self._path(role, key) for key in keys]  # all valid, or nothing deleted (as on S3)
+        for path in paths:
             try:
                 path.unlink()
                 n += 1
@@ -272,7 +308,7 @@ class LocalStorage:
         return [self._path(role, k) for k in keys]  # already local: nothing to copy
 
     def put_if_absent(self, role: str, key: str, data: bytes) -> ObjectInfo | None:
-        path = self._path(role, key)
+        path = self._dir(role) / write_key(key)
         tmp = _temp_beside(path, data)
         try:
             os.link(tmp, path)  # atomic, and fails if the name exists: the local conditional PUT

@@ -17,13 +17,11 @@ from pipelines.compact import read_manifest
 from pipelines.config import LakeSettings
 from pipelines.errors import ConfigError
 from pipelines.lake import Lake
-from pipelines.storage import ARCHIVE_CLASSES
+from pipelines.storage import ARCHIVE_CLASSES, TIER_TAG  # noqa: F401 - the tiering modules import it from here
 
 GiB = 1 << 30
 MIN_TRANSITION_BYTES = 128 * 1024  # S3 bills smaller IA/Glacier IR objects as 128 KiB
 
-#: the object tag that names the storage class a curated object's partition belongs in
-TIER_TAG = "lake-tier"
 #: the object tag (and value) on raw objects whose day is compacted and published
 STATE_TAG, COMPACTED = "lake-state", "compacted"
 #: the classes, warmest first; a partition only ever moves to a colder one

@@ -155,8 +155,11 @@ def test_lake_demo_s3_starts_its_own_emulator_and_prints_the_glue_partitions(tmp
     out = CliRunner().invoke(app, ["--root", str(tmp_path / "state"), "demo", "--s3", "--days", "2",
                                    "--events-per-day", "200", "--files-per-day", "4"])
     assert out.exit_code == 0, out.output
-    assert "Glue clickstream.events: 2 partitions" in out.output
-    assert out.output.count("s3://clickstream-lake-curated/clickstream/events/dt=") == 2
+    # --s3 adds the older days (45, 120, 400 back); the one over a year old is archived (GLACIER)
+    assert "LAKE_TIER_TRANSITIONS=30:STANDARD_IA,90:GLACIER_IR,365:GLACIER" in out.output
+    assert "Glue clickstream.events: 4 partitions" in out.output
+    assert out.output.count("s3://clickstream-lake-curated/clickstream/events/dt=") == 4
+    assert "archived (GLACIER)" in out.output
     # the emulator's variables do not outlive the command
     assert {k: os.environ.get(k) for k in EMULATOR_ENV} == before
     assert "LAKE_BACKEND" not in os.environ

@@ -333,3 +333,44 @@ def test_retire_clears_uploads_a_killed_run_left_behind(lake):
     assert not stale.exists() and not stale.parent.exists()
     assert fresh.exists()  # younger than the grace period: may still be written
     assert lake.catalog.get_partition("events", "2026-11-01").version == published.version
+
+
+# --------------------------------------------------------------------------------------------
+# publishes that would make readers silently miss rows are refused
+
+
+def test_a_version_built_after_raw_expired_is_refused_and_the_old_one_stays(lake: Lake):
+    from pipelines.publish import RawExpiredError
+
+    _land(lake, "web/a.ndjson.gz", range(10))
+    first = process_day(lake, DAY)
+    # lifecycle expired the day's raw (it was compacted); then late events arrive and land
+    lake.storage.delete("raw", [o.key for o in lake.storage.list("raw", layout.raw_day_prefix(lake.spec, DAY))])
+    _land(lake, "web/late.ndjson.gz", range(100, 103))
+    with pytest.raises(RawExpiredError, match="drop their rows"):
+        process_day(lake, DAY)
+    assert _published(lake) == first.version and _count(lake) == 10
+
+
+def test_rolling_back_to_an_older_version_whose_raw_is_all_there_is_allowed(lake: Lake):
+    _land(lake, "web/a.ndjson.gz", range(10))
+    older = process_day(lake, DAY).version
+    _land(lake, "web/b.ndjson.gz", range(100, 105))
+    newer = process_day(lake, DAY).version
+    result = publish_version(lake, DAY, older)
+    assert (result.previous, result.version) == (newer, older) and _count(lake) == 10
+
+
+def test_an_archived_version_is_published_again_only_by_a_restore(lake: Lake):
+    from pipelines.archive import archive_partition, restore
+    from pipelines.publish import ArchivedError
+
+    _land(lake, "web/a.ndjson.gz", range(10))
+    version = process_day(lake, DAY).version
+    archive_partition(lake, DAY, "GLACIER")
+    # a backfill over the day rebuilds the same version from the same raw: refused, not re-published
+    with pytest.raises(ArchivedError, match=f"lake restore --date {DAY}"):
+        process_day(lake, DAY)
+    assert _published(lake) is None
+    assert restore(lake, DAY).state == "restored"  # the local folder and moto restore at once
+    assert _published(lake) == version and _count(lake) == 10

@@ -47,6 +47,23 @@ def test_every_put_is_encrypted_and_large_files_go_multipart(s3_settings, tmp_pa
     assert storage.get("curated", "t/big.parquet") == big.read_bytes()
 
 
+def test_put_file_tags_in_the_same_request_single_and_multipart(s3_settings, tmp_path):
+    storage = S3Storage(s3_settings)
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small.write_bytes(b"x" * 1000)
+    big.write_bytes(os.urandom(6 * MiB))
+    tags = {"lake-tier": "STANDARD", "owner": "a b/c=d"}  # a value that needs URL encoding
+    storage.put_file("curated", "t/small.parquet", small, tags=tags)
+    assert storage.put_file("curated", "t/big.parquet", big, tags=tags).etag.endswith("-2")
+    calls = []
+    storage.client.meta.events.register("before-call.s3.PutObjectTagging", lambda **kw: calls.append(kw))
+    raw = _raw_client(s3_settings.s3_endpoint_url)
+    for key in ("t/small.parquet", "t/big.parquet"):
+        got = raw.get_object_tagging(Bucket=s3_settings.bucket("curated"), Key=key)["TagSet"]
+        assert {t["Key"]: t["Value"] for t in got} == tags, key
+    assert calls == []
+
+
 def test_sse_kms_with_a_key_id_and_bucket_key(moto_endpoint, tmp_path):
     kms = boto3.client("kms", endpoint_url=moto_endpoint, region_name="us-east-1")
     key_id = kms.create_key(Description="lake test")["KeyMetadata"]["Arn"]
