@@ -202,18 +202,28 @@ def plan(lake: Lake, policy: TieringPolicy | None = None, today: date | None = N
     def add(d: dict[str, int], cls: str, n: int) -> None:
         d[cls] = d.get(cls, 0) + n
 
+    # each object's class now (one listing); the move is what the tagging pass would tag, so a
+    # backfilled partition is not planned into a class it would leave before its minimum duration
+    classes = {o.key: o.storage_class for o in lake.storage.list("curated", layout.table_prefix(spec) + "/")}
     for p in lake.catalog.list_partitions(spec.table):
-        manifest = read_manifest(lake, p.dt, p.version) or {"outputs": []}
-        target = policy.tier_for(layout.parse_dt(p.dt), today)
-        sizes = [o["size"] for o in manifest["outputs"]]
-        movable = [s for s in sizes if s >= policy.min_transition_bytes]
-        add(now_bytes, "STANDARD", sum(sizes))
-        if target == "STANDARD" or not movable:
-            add(after_bytes, "STANDARD", sum(sizes))
-            continue
-        add(after_bytes, target, sum(movable))
-        add(after_bytes, "STANDARD", sum(sizes) - sum(movable))
-        moves.append(PartitionMove(p.dt, len(movable), sum(movable), target, len(sizes) - len(movable)))
+        manifest = read_manifest(lake, p.dt, p.version) or {"outputs": [], "created_at": 0}
+        day = layout.parse_dt(p.dt)
+        created = datetime.fromtimestamp(manifest["created_at"], UTC).date()
+        moving, kept_small, target = [], 0, "STANDARD"
+        for o in manifest["outputs"]:
+            now = classes.get(o["key"], "STANDARD")
+            add(now_bytes, now, o["size"])
+            after = now
+            if o["size"] >= policy.min_transition_bytes:
+                after = policy.tier_for_object(day, created, today, current=now)
+            elif policy.tier_for(day, today) != "STANDARD":
+                kept_small += 1
+            add(after_bytes, after, o["size"])
+            if after != now:
+                moving.append(o["size"])
+                target = max(target, after, key=CLASSES.index)
+        if moving:
+            moves.append(PartitionMove(p.dt, len(moving), sum(moving), target, kept_small))
 
     published = {p.dt: p for p in lake.catalog.list_partitions(spec.table)}
     base = layout.table_prefix(spec) + "/dt="

@@ -213,7 +213,6 @@ def test_plan_on_other_days(aged_lake):
     spec = lake.spec
     sizes = {name: _manifest_sizes(lake, dt) for name, dt in days.items()}
     curated = sum(sum(s) for s in sizes.values())
-    big_mixed = sum(s for s in sizes["ia_mixed"] if s >= MIN_TRANSITION_BYTES)
     big_glacier = sum(sizes["glacier"])
     raw_all = sum(o.size for o in _objects(lake, "raw", layout.table_prefix(spec) + "/dt="))
     raw_kept = sum(o.size for o in _objects(lake, "raw", layout.raw_day_prefix(spec, days["standard"])))
@@ -221,22 +220,22 @@ def test_plan_on_other_days(aged_lake):
     before = _snapshot(lake)
 
     # 17 days earlier (3 days after the compaction): only the oldest partition (age 73) is past
-    # 30 days; raw is listed for expiry but not gone yet, quarantine neither
+    # 30 days, but its files were written at age 70: STANDARD_IA would take them at age 100 (S3's
+    # 30 days from creation), after GLACIER_IR's day 90, so they stay and go to GLACIER_IR
+    # directly (as the tagging pass does); raw is listed for expiry but not gone yet
     early = plan(lake, POLICY, today=today - timedelta(days=17))
-    assert [(m.dt, m.target) for m in early.moves] == [(days["glacier"], "STANDARD_IA")]
+    assert early.moves == []
     assert {e.role for e in early.expiries} == {"raw", "quarantine"}
-    assert early.cost_after == {"STANDARD": float(5 * (curated - big_glacier + raw_all + q)),
-                                "STANDARD_IA": float(3 * big_glacier)}
+    assert early.cost_after == {"STANDARD": float(5 * (curated + raw_all + q))}
 
-    # 40 days later: the mixed partition is 70 days old (still STANDARD_IA), the oldest is in
-    # GLACIER_IR, the STANDARD day is old enough to move but all its files are small, and the
-    # quarantine has expired
+    # 40 days later, with nothing applied meanwhile: the oldest goes to GLACIER_IR; the mixed
+    # partition is 70 days old and still STANDARD, and STANDARD_IA now would be left for
+    # GLACIER_IR after 20 of its 30 minimum days, so it waits; the STANDARD day is old enough to
+    # move but all its files are small; the quarantine has expired
     late = plan(lake, POLICY, today=today + timedelta(days=40))
-    assert {m.dt: m.target for m in late.moves} == {days["ia_mixed"]: "STANDARD_IA",
-                                                    days["glacier"]: "GLACIER_IR"}
+    assert {m.dt: m.target for m in late.moves} == {days["glacier"]: "GLACIER_IR"}
     assert late.cost_after == {"GLACIER_IR": float(2 * big_glacier),
-                               "STANDARD": float(5 * (curated - big_mixed - big_glacier + raw_kept)),
-                               "STANDARD_IA": float(3 * big_mixed)}
+                               "STANDARD": float(5 * (curated - big_glacier + raw_kept))}
     assert late.cost_now == early.cost_now == {"STANDARD": float(5 * (curated + raw_all + q))}
     assert _snapshot(lake) == before
 
@@ -281,3 +280,28 @@ def test_raw_objects_stay_when_a_day_is_not_fully_compacted(lake: Lake):
     # gzip'd raw objects are what is counted, not the ledger
     assert all(gzip.decompress(lake.storage.get("raw", o.key))
                for o in lake.storage.list("raw", layout.table_prefix(lake.spec) + "/dt="))
+
+
+def test_plan_counts_each_object_in_its_current_class(lake: Lake):
+    """An object lifecycle already moved is costed in its class and is not planned again."""
+    if lake.settings.backend != "s3":
+        pytest.skip("the embedded backend has one storage class")
+    real = datetime.now(UTC).date()
+    dt = (real - timedelta(days=100)).isoformat()
+    events = [event(i, day=dt, hour=i % 24, properties={"blob": _blob(i)}) for i in range(2000)]
+    lake.storage.put("landing", "web/events.ndjson.gz", ndjson(events))
+    land_inbox(lake)
+    assert process_day(lake, dt).audit.passed
+    (size,) = _manifest_sizes(lake, dt)
+    assert size >= MIN_TRANSITION_BYTES
+    before = plan(lake, POLICY, today=real)
+    assert [(m.dt, m.target, m.objects) for m in before.moves] == [(dt, "GLACIER_IR", 1)]
+    # what lifecycle does on AWS once the tag is there
+    key = read_manifest(lake, dt, lake.catalog.get_partition(lake.spec.table, dt).version)["outputs"][0]["key"]
+    bucket = lake.settings.bucket("curated")
+    lake.storage.client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
+                                    StorageClass="GLACIER_IR", **lake.storage.sse_args)
+    after = plan(lake, POLICY, today=real)
+    assert after.moves == []
+    assert after.cost_now["GLACIER_IR"] == float(2 * size)
+    assert after.cost_now["GLACIER_IR"] == after.cost_after["GLACIER_IR"]
