@@ -190,7 +190,8 @@ def _check_class(storage_class: str) -> str:
     return storage_class
 
 
-def _read(lake: Lake, day: str) -> ArchiveRecord | None:
+def read_record(lake: Lake, day: str) -> ArchiveRecord | None:
+    """The day's archive record as stored (stale or not), or None; ``day`` is YYYY-MM-DD."""
     key = archive_key(lake.spec, day)
     try:
         data = lake.storage.get("curated", key)
@@ -249,7 +250,7 @@ def archived(lake: Lake) -> dict[str, ArchiveRecord]:
 def archive_record(lake: Lake, dt: str | date) -> ArchiveRecord | None:
     """The day's archive record, or None when the day is not archived (or its record is stale)."""
     day = layout.parse_dt(dt).isoformat()
-    record = _read(lake, day)
+    record = read_record(lake, day)
     if record is None:
         return None
     current = _partition(lake, day)
@@ -263,7 +264,7 @@ def is_pinned(lake: Lake, dt: str | date, now: float | None = None) -> bool:
     out: the tiering pass must not archive it again until then."""
     day = layout.parse_dt(dt).isoformat()
     now = time.time() if now is None else now
-    record = _read(lake, day)
+    record = read_record(lake, day)
     if record is None or not record.pinned(now):
         return False
     current = _partition(lake, day)  # only for restored days: one catalog read
@@ -293,7 +294,7 @@ def archive_partition(lake: Lake, dt: str | date, storage_class: str, *,
     now = time.time() if now is None else now
     with partition_locks(lake, [day]):
         current = _partition(lake, day)
-        record = _read(lake, day)
+        record = read_record(lake, day)
         if current is None:
             if record is None:
                 raise NotFoundError(f"dt={day} is not published and not archived: nothing to archive")
@@ -338,7 +339,7 @@ def archive_partition(lake: Lake, dt: str | date, storage_class: str, *,
 def _expire(lake: Lake, day: str, version: str) -> bool:
     """Archive a restored day again (drop first, then clear the restore); False if it moved on."""
     with partition_locks(lake, [day]):
-        record, current = _read(lake, day), _partition(lake, day)
+        record, current = read_record(lake, day), _partition(lake, day)
         if record is None or record.version != version or record.restored_until is None:
             return False
         if current is not None and current.version != version:
@@ -443,7 +444,7 @@ def _readable_until(lake: Lake, states: dict[str, str], record: ArchiveRecord, d
 def _update(lake: Lake, day: str, version: str, **changes: Any) -> ArchiveRecord:
     """Change fields of the day's record under its lock, if it still is about ``version``."""
     with partition_locks(lake, [day]):
-        record = _read(lake, day)
+        record = read_record(lake, day)
         if record is None or record.version != version:
             raise ArchiveConflict(f"dt={day}: its archive record changed during the restore; run it again",
                                   reason="moved")
@@ -465,7 +466,7 @@ def restore(lake: Lake, dt: str | date, *, days: int | None = None, tier: str = 
     days = _check_restore_args(lake, days, tier)
     now = time.time() if now is None else now
     spec = lake.spec
-    record = _read(lake, day)
+    record = read_record(lake, day)
     current = _partition(lake, day)
     if record is None:
         state = (f"version {current.version} is published and queryable" if current is not None
@@ -473,7 +474,7 @@ def restore(lake: Lake, dt: str | date, *, days: int | None = None, tier: str = 
         raise NotFoundError(f"dt={day} is not archived: {state}")
     if current is not None and current.version != record.version:
         with partition_locks(lake, [day]):
-            again = _read(lake, day)
+            again = read_record(lake, day)
             if again is not None and again.version == record.version:
                 _remove(lake, day)
         raise NotFoundError(f"dt={day} is not archived: version {current.version} was published after "
@@ -488,7 +489,7 @@ def restore(lake: Lake, dt: str | date, *, days: int | None = None, tier: str = 
     if record.restored_until is not None and not record.pinned(now):
         # a restore that ran out (or is about to): archive the day again, then restore anew
         _expire(lake, day, record.version)
-        record = _read(lake, day)
+        record = read_record(lake, day)
         if record is None or record.restored_until is not None:
             raise ArchiveConflict(f"dt={day} changed during the restore; run it again", reason="moved")
 

@@ -14,7 +14,7 @@ from datetime import date
 
 from pipelines import layout
 from pipelines.catalog import Partition
-from pipelines.compact import read_manifest
+from pipelines.compact import held_inputs, read_manifest
 from pipelines.errors import AuditError, NotFoundError, TerminalError
 from pipelines.lake import Lake
 from pipelines.locks import partition_locks
@@ -97,11 +97,13 @@ def _refuse_gaps(lake: Lake, day: str, version: str, manifest: dict, current: Pa
     skips without an error) other than through ``lake restore``, which first makes them readable
     and records until when; and publishing a version built without raw objects that the version
     it replaces was built from and that no longer exist (raw expired by lifecycle, then late
-    events re-compacted the day): the rows only the older version holds would vanish.
+    events re-compacted the day) and without carrying the rows of a version that holds them:
+    the rows only the older version holds would vanish. A version that carried the replaced
+    version's rows (``carried_from``, see :mod:`pipelines.compact`) loses none of them.
     """
-    from pipelines.archive import _read as read_archive  # archive publishes through this module
+    from pipelines.archive import read_record  # lazily: archive publishes through this module
 
-    record = read_archive(lake, day)
+    record = read_record(lake, day)
     archived = record is not None and (current is None or current.version == record.version)
     if archived and record.version == version and not record.pinned(now):
         raise ArchivedError(f"dt={day} version {version} is archived in {record.storage_class}: run "
@@ -109,10 +111,13 @@ def _refuse_gaps(lake: Lake, day: str, version: str, manifest: dict, current: Pa
     base = current.version if current is not None else (record.version if archived else None)
     if base is None or base == version:
         return
+    if (manifest.get("carried_from") or {}).get("version") == base:
+        return  # it holds every row of the version it replaces, carried as they were
     base_manifest = read_manifest(lake, day, base)
     if base_manifest is None:
         return  # the published version's manifest is gone: nothing to compare with
-    lost = {i["key"] for i in base_manifest["inputs"]} - {i["key"] for i in manifest["inputs"]}
+    # both sides count the expired inputs whose rows a version carried as held
+    lost = held_inputs(base_manifest) - held_inputs(manifest)
     if not lost:
         return
     # an older version built from fewer objects that are all still there is a deliberate
@@ -121,8 +126,9 @@ def _refuse_gaps(lake: Lake, day: str, version: str, manifest: dict, current: Pa
     if gone:
         raise RawExpiredError(
             f"dt={day}: version {version} was built without {len(gone)} raw object(s) that version "
-            f"{base} holds (e.g. {min(gone)}), expired or deleted since; publishing it would drop their "
-            "rows. Merging the published version into a re-compaction is not implemented yet")
+            f"{base} holds (e.g. {min(gone)}), expired or deleted since, and does not carry {base}'s "
+            f"rows; publishing it would drop their rows. Compact the day again (`lake compact --date {day}`): "
+            f"it carries {base} into a new version")
 
 
 def retire_versions(lake: Lake, dt: str | date, *, now: float | None = None,
