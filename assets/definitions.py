@@ -8,6 +8,7 @@ from assets.jobs import (
     compact_schedule,
     inbox_sensor,
     land_job,
+    late_data_sensor,
     tier_job,
     tier_schedule,
 )
@@ -19,6 +20,6 @@ defs = dg.Definitions(
     assets=[raw_events, events_staged, events, tiering_plan],
     jobs=[land_job, compact_job, tier_job],
     schedules=[compact_schedule, tier_schedule],
-    sensors=[inbox_sensor],
+    sensors=[inbox_sensor, late_data_sensor],
     resources={"lake": LakeResource()},
 )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pipelines import layout
 from pipelines.archive import archived
-from pipelines.compact import read_manifest, version_id
+from pipelines.compact import held_inputs, read_manifest
 from pipelines.lake import Lake
 from pipelines.storage import ObjectInfo
 
@@ -23,6 +23,8 @@ class DayStatus:
     published_rows: int | None
     duplicates: int | None
     current: bool  # the published version covers every raw object of the day
+    #: raw objects of a published day that its published version does not hold: late data
+    late_keys: tuple[str, ...] = ()
     #: "archived (CLASS)", "restored until ..." when the day is archived (pipelines/archive.py)
     archive: str | None = None
 
@@ -41,10 +43,18 @@ def day_status(lake: Lake) -> list[DayStatus]:
         p = parts.get(dt)
         manifest = read_manifest(lake, dt, p.version) if p else None
         inputs = raw.get(dt, [])
-        current = bool(p and inputs and version_id(lake, layout.parse_dt(dt), inputs) == p.version)
+        # raw keys are named by content digest: a key the version holds is the same object
+        late = tuple(sorted({o.key for o in inputs} - held_inputs(manifest))) if manifest else ()
         out.append(DayStatus(
             dt=dt, raw_objects=len(inputs), raw_bytes=sum(o.size for o in inputs),
             published_version=p.version if p else None, published_rows=p.rows if p else None,
-            duplicates=manifest["counts"]["duplicates"] if manifest else None, current=current,
+            duplicates=manifest["counts"]["duplicates"] if manifest else None,
+            current=bool(manifest and inputs and not late), late_keys=late,
             archive=records[dt].label if dt in records else None))
     return out
+
+
+def late_days(lake: Lake) -> dict[str, tuple[str, ...]]:
+    """Published days that received raw objects after their publish, with those objects' keys:
+    the days to re-compact, and only those."""
+    return {d.dt: d.late_keys for d in day_status(lake) if d.published_version and d.late_keys}

@@ -9,7 +9,7 @@ import pytest
 
 from assets.curated import events, events_staged
 from assets.definitions import defs
-from assets.jobs import inbox_sensor
+from assets.jobs import inbox_sensor, late_data_sensor
 from assets.keys import CURATED, STAGED
 from assets.landing import raw_events
 from assets.resources import LakeResource
@@ -138,3 +138,33 @@ def test_engine_errors_say_whether_dagster_may_retry():
     with pytest.raises(dg.Failure) as transient, engine_errors():
         raise TransientError("catalog is busy")
     assert transient.value.allow_retries is True
+
+
+def test_late_events_re_compact_exactly_the_day_they_landed_in(lake):
+    days = ["2026-11-01", "2026-11-02"]
+    _land(lake, {f"segment/{d}.ndjson.gz": [event(n * 100 + i, day=d) for i in range(10)]
+                 for n, d in enumerate(days)})
+    for d in days:
+        assert dg.materialize([events_staged, events], partition_key=d, resources=_resources(lake)).success
+    before = {p.dt: p for p in lake.catalog.list_partitions("events")}
+    with dg.build_sensor_context(resources=_resources(lake)) as ctx:
+        assert isinstance(late_data_sensor(ctx), dg.SkipReason)  # nothing late: nothing re-run
+
+    # late events for the first day (and a copy of one it already has) arrive and land
+    _land(lake, {"segment/late.ndjson.gz": [event(1000 + i, day=days[0]) for i in range(3)] + [event(0, day=days[0])]})
+    with dg.build_sensor_context(resources=_resources(lake)) as ctx:
+        requests = late_data_sensor(ctx)
+    assert [(r.partition_key, r.tags["lake/late_objects"]) for r in requests] == [(days[0], "1")]
+    with dg.build_sensor_context(resources=_resources(lake)) as ctx:  # the same late data: the same run key
+        assert [r.run_key for r in late_data_sensor(ctx)] == [r.run_key for r in requests]
+
+    # the run the sensor asks for, as the daemon would launch it
+    job = defs.resolve_job_def("compact_day")
+    config = {"resources": {"lake": {"config": {"root": str(lake.settings.root_path)}}}}
+    assert job.execute_in_process(run_config=config, partition_key=requests[0].partition_key,
+                                  tags=requests[0].tags, instance=dg.DagsterInstance.ephemeral()).success
+    after = {p.dt: p for p in lake.catalog.list_partitions("events")}
+    assert after[days[0]].version != before[days[0]].version and after[days[0]].rows == 13  # 3 new, 1 duplicate
+    assert after[days[1]] == before[days[1]]  # the untouched day was not re-run
+    with dg.build_sensor_context(resources=_resources(lake)) as ctx:
+        assert isinstance(late_data_sensor(ctx), dg.SkipReason)
