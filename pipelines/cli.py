@@ -17,7 +17,7 @@ from base64 import b64encode
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -36,7 +36,7 @@ from pipelines.errors import AuditError, ConfigError, LakeError, NotFoundError, 
 from pipelines.lake import Lake
 from pipelines.land import land_inbox, raw_objects
 from pipelines.query import query as run_query
-from pipelines.status import day_status
+from pipelines.status import day_status, watermark
 from pipelines.verify import audit_version
 
 #: DuckDB errors that mean the SQL text itself is wrong (bad arguments, exit 2)
@@ -404,7 +404,8 @@ def status(ctx: typer.Context) -> None:
     if not days:
         out.print(Text(f"no days yet in {lake.settings.location}: run `lake land`"))
         return
-    table = _table("dt", "raw objects", "raw bytes", "published", "rows", "duplicates", "state",
+    mark = watermark(days)
+    table = _table("dt", "raw objects", "raw bytes", "published", "rows", "duplicates", "state", "complete",
                    title=f"{lake.spec.qualified_name} at {lake.settings.location}")
     for d in days:
         if d.archive is not None:
@@ -420,8 +421,14 @@ def status(ctx: typer.Context) -> None:
         table.add_row(_cell(d.dt), _cell(d.raw_objects), _cell(_bytes(d.raw_bytes)),
                       _cell(d.published_version or "-"),
                       _cell("-" if d.published_rows is None else d.published_rows),
-                      _cell("-" if d.duplicates is None else d.duplicates), state)
+                      _cell("-" if d.duplicates is None else d.duplicates), state,
+                      _cell("yes" if d.complete else "late data" if d.late_keys else
+                            f"closes {datetime.fromtimestamp(d.closes_at, UTC):%Y-%m-%d %H:%M}Z"
+                            if datetime.now(UTC).timestamp() < d.closes_at else "no"))
     out.print(table)
+    out.print(Text(f"complete through {mark}" if mark else "no day complete yet")
+              + Text(" (closed: past its end plus the lateness allowance, published, holding all its raw)",
+                     style="dim"))
 
 
 # registers `lake ddl` and `lake catalog ...` on this app (they import from this module)

@@ -268,3 +268,4 @@ def test_debug_shows_the_exception(runner, tmp_path):
     result = run(runner, tmp_path / "nope", "--debug", "status")
     assert result.exit_code != 0
     assert type(result.exception).__name__ == "NotFoundError"
+
