@@ -88,7 +88,9 @@ class _Line:
         self.raw = raw
 
 
-class _FileRejected(Exception):
+class FileRejected(Exception):
+    """A landing object that cannot be read as records at all (quarantined whole, with ``reason``)."""
+
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason = reason
@@ -192,7 +194,7 @@ def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
         try:
             with storage.open("landing", info.key) as fh:
                 arrival = arrival_time(fh, info)
-                for line in _records(fh, settings.max_line_bytes):
+                for line in records(fh, settings.max_line_bytes):
                     result.lines += 1
                     row = _parse(line, normalizer, arrival, info.key)
                     if isinstance(row, Reject):
@@ -201,7 +203,7 @@ def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
                         continue
                     spill.write(partition_of(row[spec.partition_from]),
                                 orjson.dumps(row, option=orjson.OPT_UTC_Z) + b"\n")
-        except _FileRejected as exc:
+        except FileRejected as exc:
             return _quarantine_file(lake, info, result, exc, arrival.date(), source)
         spill.close()
         for bucket, path in sorted(spill.paths.items(), key=lambda kv: str(kv[0])):
@@ -235,7 +237,7 @@ def arrival_time(stream: Any, info: ObjectInfo) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC).replace(microsecond=0)
 
 
-def _quarantine_file(lake: Lake, info: ObjectInfo, result: FileResult, exc: _FileRejected,
+def _quarantine_file(lake: Lake, info: ObjectInfo, result: FileResult, exc: FileRejected,
                      arrival: date, source: str) -> FileResult:
     """Keep an unreadable object whole, byte for byte, beside its reason; land nothing from it."""
     key = layout.quarantine_file_key(lake.spec, arrival, source, result.digest)
@@ -324,7 +326,7 @@ def read_ledger(lake: Lake) -> list[FileResult]:
     return out
 
 
-def _records(fh: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:
+def records(fh: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:
     """Split a landing object into records: NDJSON lines, or the elements of a JSON array.
 
     Streams NDJSON line by line (each line read at most ``max_line_bytes`` at a time); a JSON
@@ -336,7 +338,7 @@ def _records(fh: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:
     try:
         yield from _lines_or_array(stream, max_line_bytes)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise _FileRejected("corrupt_gzip", f"gzip stream cannot be read: {exc}") from None
+        raise FileRejected("corrupt_gzip", f"gzip stream cannot be read: {exc}") from None
 
 
 def _lines_or_array(stream: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:

@@ -29,7 +29,7 @@ from pipelines.compact import read_manifest
 from pipelines.concurrency import bounded_map
 from pipelines.errors import NotFoundError
 from pipelines.lake import Lake
-from pipelines.land import FileResult, _FileRejected, _records  # a recount splits as landing did
+from pipelines.land import FileRejected, FileResult, records  # a recount splits as landing did
 from pipelines.storage import read_key
 
 #: line numbers kept per quarantine reason (the counts are always complete)
@@ -265,8 +265,8 @@ def _count_records(lake: Lake, key: str) -> int | None:
     """Records in the landing object, split exactly as landing split them."""
     try:
         with lake.storage.open("landing", key) as fh:
-            return sum(1 for _ in _records(fh, lake.settings.max_line_bytes))
-    except (_FileRejected, NotFoundError):
+            return sum(1 for _ in records(fh, lake.settings.max_line_bytes))
+    except (FileRejected, NotFoundError):
         return None
 
 
