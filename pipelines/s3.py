@@ -140,16 +140,20 @@ class S3Storage:
         return ObjectInfo(key=key, size=r["ContentLength"], etag=r["ETag"].strip('"'),
                           mtime=r["LastModified"].timestamp(), storage_class=r.get("StorageClass") or "STANDARD")
 
-    def _get_object(self, role: str, key: str, **kwargs) -> dict[str, Any]:
+    def _on_object(self, what: str, fn, role: str, key: str, **kwargs) -> dict[str, Any]:
+        """One request about an existing object: a missing one is NotFoundError, the rest mapped."""
         bucket = self._bucket(role)
         try:
-            return self.client.get_object(Bucket=bucket, Key=read_key(role, key), **kwargs)
+            return fn(Bucket=bucket, Key=read_key(role, key), **kwargs)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise NotFoundError(f"no object s3://{bucket}/{key}") from None
-            raise aws_error(exc, f"get s3://{bucket}/{key}") from exc
+            raise aws_error(exc, f"{what} s3://{bucket}/{key}") from exc
         except BotoCoreError as exc:
-            raise aws_error(exc, f"get s3://{bucket}/{key}") from exc
+            raise aws_error(exc, f"{what} s3://{bucket}/{key}") from exc
+
+    def _get_object(self, role: str, key: str, **kwargs) -> dict[str, Any]:
+        return self._on_object("get", self.client.get_object, role, key, **kwargs)
 
     def get(self, role: str, key: str) -> bytes:
         body = self._get_object(role, key)["Body"]
@@ -304,15 +308,7 @@ class S3Storage:
         return True
 
     def get_tags(self, role: str, key: str) -> dict[str, str]:
-        bucket = self._bucket(role)
-        try:
-            r = self.client.get_object_tagging(Bucket=bucket, Key=validate_key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise NotFoundError(f"no object s3://{bucket}/{key}") from None
-            raise aws_error(exc, f"get tags of s3://{bucket}/{key}") from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, f"get tags of s3://{bucket}/{key}") from exc
+        r = self._on_object("get tags of", self.client.get_object_tagging, role, key)
         return {t["Key"]: t["Value"] for t in r.get("TagSet", ())}
 
     def put_tags(self, role: str, key: str, tags: Mapping[str, str]) -> None:

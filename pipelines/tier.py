@@ -205,7 +205,8 @@ def plan(lake: Lake, policy: TieringPolicy | None = None, today: date | None = N
     # each object's class now (one listing); the move is what the tagging pass would tag, so a
     # backfilled partition is not planned into a class it would leave before its minimum duration
     classes = {o.key: o.storage_class for o in lake.storage.list("curated", layout.table_prefix(spec) + "/")}
-    for p in lake.catalog.list_partitions(spec.table):
+    partitions = lake.catalog.list_partitions(spec.table)
+    for p in partitions:
         manifest = read_manifest(lake, p.dt, p.version) or {"outputs": [], "created_at": 0}
         day = layout.parse_dt(p.dt)
         created = datetime.fromtimestamp(manifest["created_at"], UTC).date()
@@ -225,7 +226,7 @@ def plan(lake: Lake, policy: TieringPolicy | None = None, today: date | None = N
         if moving:
             moves.append(PartitionMove(p.dt, len(moving), sum(moving), target, kept_small))
 
-    published = {p.dt: p for p in lake.catalog.list_partitions(spec.table)}
+    published = {p.dt: p for p in partitions}
     base = layout.table_prefix(spec) + "/dt="
     raw_by_day: dict[str, list] = {}
     for o in lake.storage.list("raw", base):
