@@ -9,10 +9,11 @@ import dagster as dg
 
 from assets.errors import RETRY, engine_errors
 from assets.keys import CURATED, GROUP, RAW, STAGED
-from assets.metadata import column_schema, ratio
+from assets.metadata import column_schema, published_day, ratio, staged_day
 from assets.partitions import daily
 from assets.resources import LakeResource
 from pipelines.schema import load_spec
+from pipelines.status import day_status, watermark
 from pipelines.verify import CHECK_DESCRIPTIONS
 from pipelines.wap import publish_days, stage_days
 
@@ -32,27 +33,33 @@ _DAILY = {"partitions_def": daily, "backfill_policy": BACKFILL, "pool": POOL, "g
     kinds={"duckdb", "parquet"},
     description="A new version of each day: deduplicated by event_id, sorted, zstd Parquet. "
     "Not visible to readers until published.",
-    check_specs=[dg.AssetCheckSpec(name, asset=STAGED, blocking=True, description=desc)
+    # partitioned checks: the UI shows each check's result per day
+    check_specs=[dg.AssetCheckSpec(name, asset=STAGED, blocking=True, description=desc, partitions_def=daily)
                  for name, desc in CHECK_DESCRIPTIONS.items()],
 )
 def events_staged(context: dg.AssetExecutionContext, lake: LakeResource):
     """Compact and audit the run's days."""
     with engine_errors():
         batch = stage_days(lake.open(), list(context.partition_keys))
-    for name in CHECK_DESCRIPTIONS:
-        passed, meta = batch.check(name)
-        yield dg.AssetCheckResult(check_name=name, passed=passed, metadata=meta)
     t = batch.totals()
-    yield dg.MaterializeResult(metadata={
-        "dagster/row_count": t["rows"], **t,
-        "compaction_ratio": ratio(t["files_in"], t["files_out"]),
-        "versions": {r.dt: r.version for r, _ in batch.staged},
-        # Dagster records one metadata set per run for every partition of a backfill batch
-        # (dagster-io/dagster#18123); the per-day numbers are here
-        "by_day": {r.dt: r.counts for r, _ in batch.staged},
-        "days_without_data": batch.no_data,
-        "seconds": round(sum(r.manifest["seconds"] for r, _ in batch.staged), 3),
-    })
+    summary = {"days": len(batch.staged), "days_without_data": batch.no_data,
+               "compaction_ratio": ratio(t["files_in"], t["files_out"]), **t}
+    checks = [dg.AssetCheckResult(check_name=name, passed=passed, metadata=meta)
+              for name in CHECK_DESCRIPTIONS for passed, meta in [batch.check(name)]]
+    single = len(context.partition_keys) == 1
+    if single and batch.staged:
+        yield dg.MaterializeResult(metadata=staged_day(batch.staged[0][0]), check_results=checks)
+        return
+    # A run of several days records one materialization for all of them (dagster-io/dagster#18123):
+    # it carries the batch totals, and one event per day follows with that day's own numbers and
+    # check results, so the Plots tab and the per-partition check view read per day.
+    yield dg.MaterializeResult(metadata={"dagster/row_count": t["rows"], **summary}, check_results=checks)
+    for result, audit in batch.staged:
+        yield dg.AssetMaterialization(asset_key=STAGED, partition=result.dt, metadata=staged_day(result))
+        for c in audit.checks:
+            yield dg.AssetCheckEvaluation(asset_key=STAGED, check_name=c.name, passed=c.passed,
+                                          partition=result.dt, metadata=c.metadata,
+                                          description=None if c.passed else audit.summary())
 
 
 @dg.asset(
@@ -64,20 +71,27 @@ def events_staged(context: dg.AssetExecutionContext, lake: LakeResource):
     metadata={"dagster/column_schema": column_schema(SPEC), "schema_version": SPEC.version,
               "partition_key": SPEC.partition_key, "sort_keys": list(SPEC.sort_keys)},
 )
-def events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def events(context: dg.AssetExecutionContext, lake: LakeResource):
     """Publish the audited versions of the run's days and retire superseded ones."""
     lk = lake.open()
     with engine_errors():
         done, missing = publish_days(lk, list(context.partition_keys))
-    rows = sum(lk.catalog.get_partition(SPEC.table, p.dt).rows for p, _ in done)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": rows,
-        "dagster/column_schema": column_schema(SPEC),
-        "published": {p.dt: p.version for p, _ in done},
-        "previous": {p.dt: p.previous for p, _ in done},
-        "changed_days": sorted(p.dt for p, _ in done if p.changed),
-        "location": dg.MetadataValue.path(done[0][0].location) if len(done) == 1 else
-        [p.location for p, _ in done],
-        "retired_versions": sorted(v for _, r in done for v in r),
-        "days_without_data": missing,
-    })
+        status = {d.dt: d for d in day_status(lk)}
+    parts = {p.dt: lk.catalog.get_partition(SPEC.table, p.dt) for p, _ in done}
+    days = {p.dt: published_day(p, parts[p.dt].rows, len(parts[p.dt].files), status[p.dt].complete,
+                                  lk.settings)
+            for p, _ in done}
+    summary = {"dagster/row_count": sum(d["rows"] for d in days.values()),
+               "dagster/column_schema": column_schema(SPEC),
+               "published": {p.dt: p.version for p, _ in done},
+               "changed_days": sorted(p.dt for p, _ in done if p.changed),
+               "retired_versions": sorted(v for _, r in done for v in r),
+               "days_without_data": missing,
+               "complete_through": watermark(list(status.values())) or ""}
+    if len(context.partition_keys) == 1 and days:
+        yield dg.MaterializeResult(metadata={**summary, **next(iter(days.values()))})
+        return
+    yield dg.MaterializeResult(metadata=summary)  # see events_staged: one event per day follows
+    for dt, meta in days.items():
+        yield dg.AssetMaterialization(asset_key=CURATED, partition=dt,
+                                      metadata={**meta, "dagster/column_schema": column_schema(SPEC)})

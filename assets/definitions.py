@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.curated import events, events_staged
+from assets.freshness import freshness_job, freshness_schedule, yesterday_published
 from assets.jobs import (
     compact_job,
     compact_schedule,
@@ -18,8 +19,9 @@ from assets.tiering import tiering_plan
 
 defs = dg.Definitions(
     assets=[raw_events, events_staged, events, tiering_plan],
-    jobs=[land_job, compact_job, tier_job],
-    schedules=[compact_schedule, tier_schedule],
+    asset_checks=[yesterday_published],
+    jobs=[land_job, compact_job, tier_job, freshness_job],
+    schedules=[compact_schedule, tier_schedule, freshness_schedule],
     sensors=[inbox_sensor, late_data_sensor],
     resources={"lake": LakeResource()},
 )

@@ -9,6 +9,19 @@ from assets.resources import LakeResource
 from pipelines.land import land_inbox
 
 
+class LandConfig(dg.Config):
+    """What a landing run lands. Sensors name the objects they saw; a run launched by hand
+    (no ``objects``) lands everything pending. ``keys`` would shadow a
+    pydantic method, hence ``objects``."""
+
+    objects: list[str] = []
+
+
+def land_run_config(keys: list[str]) -> dg.RunConfig:
+    """Run config of a landing run for exactly ``keys``."""
+    return dg.RunConfig(ops={RAW.to_python_identifier(): LandConfig(objects=keys)})
+
+
 @dg.asset(
     key=RAW,
     group_name=GROUP,
@@ -19,14 +32,15 @@ from pipelines.land import land_inbox
     check_specs=[dg.AssetCheckSpec("landing_conservation", asset=RAW,
                                    description="lines read = events landed + lines quarantined, per file")],
 )
-def raw_events(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Land every landing object not landed yet."""
+def raw_events(context: dg.AssetExecutionContext, config: LandConfig, lake: LakeResource):
+    """Land the run's landing objects (every one not landed yet, unless the run names them)."""
     with engine_errors():
-        report = land_inbox(lake.open())
+        report = land_inbox(lake.open(), keys=config.objects or None)
     unbalanced = [f.source_key for f in report.files if not f.balanced]
     context.log.info("landed %d files, touched days %s", len(report.files), list(report.touched))
     yield dg.MaterializeResult(metadata={
         "files": len(report.files),
+        "requested_keys": len(config.objects),
         "already_landed": report.already_landed,
         "lines": report.total("lines"),
         "landed": report.total("landed"),

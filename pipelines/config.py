@@ -89,6 +89,14 @@ class LakeSettings:
     restore_days: int = 7
     #: a JSON file of USD per GiB-month by storage class, over the built-in list prices
     prices_file: str | None = None
+    # operating from Dagster (see assets/)
+    #: what starts landing runs: ``listing`` (list the landing bucket) or ``queue`` (S3 event
+    #: notifications read from the SQS queue ``landing_queue_url``)
+    landing_trigger: str = "listing"
+    #: the SQS queue S3 sends the landing bucket's ObjectCreated events to (``lake init --notifications``)
+    landing_queue_url: str | None = None
+    #: hour (UTC) by which yesterday must be published, or the freshness check fails
+    publish_deadline_hour: int = 6
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -127,6 +135,15 @@ class LakeSettings:
 
     def validate(self) -> None:
         """Refuse settings that cannot work, with a message saying which variable to fix."""
+        if self.landing_trigger not in ("listing", "queue"):
+            raise ConfigError(f"LAKE_LANDING_TRIGGER must be 'listing' or 'queue', not {reprlib.repr(self.landing_trigger)}")
+        if self.landing_trigger == "queue" and self.backend != "s3":
+            raise ConfigError("LAKE_LANDING_TRIGGER=queue needs LAKE_BACKEND=s3: S3 event notifications come from "
+                              "an S3 bucket; the embedded backend uses LAKE_LANDING_TRIGGER=listing")
+        if self.landing_trigger == "queue" and not self.landing_queue_url:
+            raise ConfigError("LAKE_LANDING_TRIGGER=queue needs LAKE_LANDING_QUEUE_URL (see `lake init --notifications`)")
+        if not 0 <= self.publish_deadline_hour <= 23:
+            raise ConfigError("LAKE_PUBLISH_DEADLINE_HOUR must be an hour of the day, 0-23 (UTC)")
         if self.backend not in ("local", "s3"):
             raise ConfigError(f"LAKE_BACKEND must be 'local' or 's3', not {self.backend!r}")
         if self.max_line_bytes < 64 * 1024:

@@ -59,6 +59,11 @@ def process_day(lake: Lake, dt: str | date) -> DayResult:
     return DayResult(result, audit, published, retired)
 
 
+#: the numbers a version's manifest counts, in the order they are reported
+COUNT_KEYS = ("raw_events", "carried_rows", "rows", "duplicates", "files_in", "files_out", "bytes_in",
+              "bytes_out")
+
+
 @dataclass
 class StagedBatch:
     """Staged (written and audited, not yet published) versions of several days."""
@@ -79,11 +84,16 @@ class StagedBatch:
             meta.update(next(iter(per_day.values())).metadata)
         else:
             meta["by_day"] = {dt: c.metadata for dt, c in sorted(per_day.items())}
-        return (bool(per_day) and not failed), meta
+        if not per_day:
+            # nothing staged (no raw data for any of the days): nothing to hold back; the
+            # freshness check is what reports a day that should have had data
+            meta["note"] = "no day of the run has raw data; nothing was staged"
+        return not failed, meta
 
     def totals(self) -> dict[str, int]:
-        keys = ("raw_events", "rows", "duplicates", "files_in", "files_out", "bytes_in", "bytes_out")
-        return {k: sum(r.counts[k] for r, _ in self.staged) for k in keys}
+        """The batch's counts summed over its days (``carried_rows``: rows merged from a published
+        version whose raw had expired; 0 for days compacted from their raw alone)."""
+        return {k: sum(r.counts.get(k, 0) for r, _ in self.staged) for k in COUNT_KEYS}
 
 
 def stage_days(lake: Lake, dts: list[str]) -> StagedBatch:
