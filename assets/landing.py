@@ -1,5 +1,6 @@
 """The landing asset: inbox objects -> raw dt/hour objects, bad lines -> quarantine."""
 
+import time
 
 import dagster as dg
 
@@ -34,6 +35,7 @@ def land_run_config(keys: list[str]) -> dg.RunConfig:
 )
 def raw_events(context: dg.AssetExecutionContext, config: LandConfig, lake: LakeResource):
     """Land the run's landing objects (every one not landed yet, unless the run names them)."""
+    started = time.monotonic()
     with engine_errors():
         report = land_inbox(lake.open(), keys=config.objects or None)
     unbalanced = [f.source_key for f in report.files if not f.balanced]
@@ -49,6 +51,8 @@ def raw_events(context: dg.AssetExecutionContext, config: LandConfig, lake: Lake
         "reasons": report.reasons,
         "touched_days": sorted(report.touched),
         "rows_by_day": report.touched,
+        "bytes": report.total("size"),
+        "seconds": round(time.monotonic() - started, 3),
     })
     yield dg.AssetCheckResult(check_name="landing_conservation", passed=not unbalanced,
                               metadata={"files": len(report.files), "unbalanced": unbalanced})

@@ -176,3 +176,14 @@ def test_console_link_only_on_aws():
         "&prefix=clickstream/events/dt%3D2026-11-01/v-1/")
     assert console_url("s3://b/x", aws.with_(s3_endpoint_url="http://127.0.0.1:9000")) is None
     assert console_url("/tmp/lake/curated/x", LakeSettings()) is None
+
+
+def test_landing_run_metadata_plots_lines_quarantine_bytes_and_seconds(lake):
+    body = ndjson([event(1), event(2)])
+    lake.storage.put("landing", "segment/a.ndjson.gz", body)
+    lake.storage.put("landing", "segment/b.ndjson", b'{"broken\n')
+    result = dg.materialize([raw_events], resources=_resources(lake))
+    meta = result.asset_materializations_for_node("clickstream__raw_events")[0].metadata
+    assert (meta["files"].value, meta["lines"].value, meta["landed"].value, meta["quarantined"].value) == (2, 3, 2, 1)
+    assert meta["bytes"].value == len(body) + len(b'{"broken\n')
+    assert meta["seconds"].value >= 0 and meta["reasons"].value == {"malformed_json": 1}
