@@ -52,7 +52,7 @@ def demo(ctx: typer.Context,
             out = _out()
             out.print("\nthe emulator is up; in another shell:", markup=False)
             for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LAKE_BACKEND",
-                      "LAKE_S3_ENDPOINT_URL", "LAKE_GLUE_ENDPOINT_URL"):
+                      "LAKE_S3_ENDPOINT_URL", "LAKE_GLUE_ENDPOINT_URL", "LAKE_SQS_ENDPOINT_URL"):
                 out.print(f"  export {k}={env[k]}", markup=False, highlight=False)
             out.print('  uv run lake query "select dt, count(*) from events group by dt order by dt"\n'
                       "Ctrl-C stops it (its contents live in memory only).", markup=False, highlight=False)

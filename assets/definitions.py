@@ -14,6 +14,7 @@ from assets.jobs import (
     tier_schedule,
 )
 from assets.landing import raw_events
+from assets.queue_sensor import landing_queue_sensor
 from assets.resources import LakeResource
 from assets.tiering import tiering_plan
 
@@ -22,6 +23,6 @@ defs = dg.Definitions(
     asset_checks=[yesterday_published],
     jobs=[land_job, compact_job, tier_job, freshness_job],
     schedules=[compact_schedule, tier_schedule, freshness_schedule],
-    sensors=[inbox_sensor, late_data_sensor],
+    sensors=[inbox_sensor, landing_queue_sensor, late_data_sensor],
     resources={"lake": LakeResource()},
 )

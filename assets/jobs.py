@@ -1,13 +1,16 @@
 """Jobs, schedules and sensors."""
 
 import hashlib
+import time
 
 import dagster as dg
 
 from assets.keys import CURATED, RAW, STAGED, TIERING
+from assets.landing import land_run_config
 from assets.resources import LakeResource
-from pipelines.land import pending
+from pipelines.lake import Lake
 from pipelines.status import late_days
+from pipelines.watch import batches, run_key, scan
 
 land_job = dg.define_asset_job(
     "land_inbox", selection=dg.AssetSelection.assets(RAW), tags={"lake/stage": "landing"},
@@ -23,25 +26,37 @@ tier_job = dg.define_asset_job(
 
 #: after each UTC day closes plus the lateness allowance (2 h by default), compact it
 compact_schedule = dg.build_schedule_from_partitioned_job(
-    compact_job, hour_of_day=3, minute_of_hour=0, name="compact_closed_day")
+    compact_job, hour_of_day=3, minute_of_hour=0, name="compact_closed_day",
+    default_status=dg.DefaultScheduleStatus.RUNNING)
 
 tier_schedule = dg.ScheduleDefinition(job=tier_job, cron_schedule="0 5 * * *", name="daily_tiering",
-                                      execution_timezone="UTC")
+                                      execution_timezone="UTC",
+                                      default_status=dg.DefaultScheduleStatus.RUNNING)
 
 
-@dg.sensor(job=land_job, minimum_interval_seconds=60,
-           description="Requests a landing run when the inbox has objects not landed yet.")
+#: landing objects per landing run the inbox sensor requests
+KEYS_PER_RUN = 1000
+
+
+@dg.sensor(job=land_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Lists the landing bucket (LAKE_LANDING_TRIGGER=listing) and requests landing runs "
+           "for exactly the objects not landed yet; a durable cursor keeps each tick cheap.")
 def inbox_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
-    """One run per distinct set of pending objects (the run key makes re-evaluation idempotent)."""
-    todo = pending(lake.open())
-    if not todo:
-        return dg.SkipReason("inbox has nothing new")
-    newest = max(o.mtime for o in todo)
-    return dg.RunRequest(run_key=f"inbox-{len(todo)}-{newest:.6f}",
-                         tags={"lake/pending_objects": str(len(todo))})
+    """Landing runs of at most KEYS_PER_RUN new objects each (see :func:`pipelines.watch.scan`)."""
+    settings = lake.settings()
+    if settings.landing_trigger != "listing":
+        return dg.SkipReason(f"LAKE_LANDING_TRIGGER={settings.landing_trigger}: the queue sensor lands")
+    found = scan(Lake.open(settings), context.cursor, time.time())
+    context.update_cursor(found.cursor)
+    if not found.objects:
+        return dg.SkipReason(f"no new landing objects ({found.listed} listed, {found.checked} checked)")
+    return [dg.RunRequest(run_key=run_key(batch, found.generation),
+                          run_config=land_run_config([o.key for o in batch]),
+                          tags={"lake/trigger": "listing", "lake/pending_objects": str(len(batch))})
+            for batch in batches(found.objects, KEYS_PER_RUN)]
 
 
-@dg.sensor(job=compact_job, minimum_interval_seconds=60,
+@dg.sensor(job=compact_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Re-compacts and re-publishes exactly the published days that late events "
            "landed in; days nobody touched are not re-run.")
 def late_data_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):

@@ -79,6 +79,8 @@ class InitReport:
     backend: str
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the landing events queue (``notifications=True``): what LAKE_LANDING_QUEUE_URL should say
+    queue_url: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -382,13 +384,18 @@ def _s3(settings: LakeSettings, storage: S3Storage | None = None) -> S3Storage:
 
 
 def init_lake(settings: LakeSettings, *, access_log_bucket: str | None = None,
-              bucket_policy: bool = True, storage: S3Storage | None = None) -> InitReport:
+              bucket_policy: bool = True, storage: S3Storage | None = None,
+              notifications: bool = False) -> InitReport:
     """Create the role buckets (or folders) and bring every control into line; idempotent.
 
     A re-run on a deployment that already matches reports every control ``unchanged`` and writes
     nothing. ``bucket_policy=False`` leaves the bucket policy alone (for plain-HTTP emulators).
+    ``notifications`` also sets up the landing events queue (see :mod:`pipelines.notifications_setup`).
     """
     if settings.backend == "local":
+        if notifications:
+            raise ConfigError("--notifications needs LAKE_BACKEND=s3: S3 event notifications come from an S3 "
+                              "bucket; the embedded backend lands by listing its landing folder")
         return _init_local(settings, access_log_bucket, bucket_policy)
     s3 = _s3(settings, storage)
     report = InitReport(backend="s3")
@@ -401,6 +408,11 @@ def init_lake(settings: LakeSettings, *, access_log_bucket: str | None = None,
         report.notes.append(PLAIN_HTTP_WARNING.format(url=settings.s3_endpoint_url))
     for role, bucket in buckets.items():
         report.changes.extend(_init_bucket(settings, s3, role, bucket, access_log_bucket, bucket_policy))
+    if notifications:
+        from pipelines import notifications_setup  # it builds on this module's Change and Check
+
+        changes, report.queue_url = notifications_setup.init_notifications(settings, s3)
+        report.changes.extend(changes)
     return report
 
 
@@ -578,6 +590,10 @@ def doctor(settings: LakeSettings, *, storage: S3Storage | None = None,
     report = DoctorReport(backend="s3")
     for role in ROLES:
         report.checks.extend(_doctor_bucket(settings, s3.client, role, settings.bucket(role), rules[role]))
+    if settings.landing_trigger == "queue":
+        from pipelines import notifications_setup  # it builds on this module's Change and Check
+
+        report.checks.extend(notifications_setup.doctor_checks(settings, s3))
     return report
 
 
@@ -750,13 +766,16 @@ def _kms_statement(settings: LakeSettings, part: str, account: str) -> dict[str,
     return statement
 
 
-def iam_policy(settings: LakeSettings, *, table: str, account_id: str, with_init: bool = False) -> dict[str, Any]:
+def iam_policy(settings: LakeSettings, *, table: str, account_id: str, with_init: bool = False,
+               notifications: bool | None = None) -> dict[str, Any]:
     """A least-privilege IAM policy for the pipeline's role on these settings' deployment.
 
     S3 actions name exactly the four role buckets (bucket actions) and their objects (object
     actions); Glue actions name exactly the catalog, the database and ``table``; KMS actions the
-    configured key. Every action used has resource-level permissions, so no statement needs
-    ``"Resource": "*"`` (STS GetCallerIdentity, used to find the account, needs no permission).
+    configured key; SQS actions (``notifications``, by default when ``LAKE_LANDING_TRIGGER=queue``)
+    exactly the landing events queue and its dead-letter queue. Every action used has
+    resource-level permissions, so no statement needs ``"Resource": "*"`` (STS
+    GetCallerIdentity, used to find the account, needs no permission).
     """
     if settings.backend != "s3":
         raise ConfigError("the embedded backend uses no AWS permissions: `lake iam-policy` describes an "
@@ -780,4 +799,10 @@ def iam_policy(settings: LakeSettings, *, table: str, account_id: str, with_init
     if with_init:
         statements.append({"Sid": "LakeBootstrap", "Effect": "Allow", "Action": list(INIT_ACTIONS),
                            "Resource": buckets})
+    if notifications is None:
+        notifications = settings.landing_trigger == "queue"
+    if notifications:
+        from pipelines import notifications_setup  # it builds on this module's Change and Check
+
+        statements.extend(notifications_setup.iam_statements(settings, account, with_init))
     return {"Version": "2012-10-17", "Statement": statements}

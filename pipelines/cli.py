@@ -434,5 +434,13 @@ def status(ctx: typer.Context) -> None:
 # registers `lake ddl` and `lake catalog ...` on this app (they import from this module)
 # cli_cost: `lake cost`; cli_deploy: `lake init`, `lake doctor`, `lake iam-policy`;
 # cli_tier: `lake tier plan` / `lake tier apply` (and the older `lake tier --plan`)
-# cli_archive: `lake restore`, `lake archived`; cli_trace: `lake trace KEY`
-from pipelines import cli_archive, cli_catalog, cli_cost, cli_deploy, cli_tier, cli_trace  # noqa: E402, F401
+# cli_archive: `lake restore`, `lake archived`; cli_trace: `lake trace KEY`; cli_ledger: `lake ledger`
+from pipelines import (  # noqa: E402, F401
+    cli_archive,
+    cli_catalog,
+    cli_cost,
+    cli_deploy,
+    cli_ledger,
+    cli_tier,
+    cli_trace,
+)

@@ -34,11 +34,15 @@ def init(ctx: typer.Context,
          no_bucket_policy: bool = typer.Option(
              False, "--no-bucket-policy",
              help="Leave the bucket policy alone: its TLS-only statement denies every request to a "
-                  "plain-HTTP emulator.")) -> None:
+                  "plain-HTTP emulator."),
+         notifications: bool = typer.Option(
+             False, "--notifications",
+             help="Also send the landing bucket's ObjectCreated events to an SQS queue (with a "
+                  "dead-letter queue) for the queue landing trigger.")) -> None:
     """Create the role buckets (or folders) with secure defaults, or bring them into line."""
     settings = _settings(ctx)
     report = bootstrap.init_lake(settings, access_log_bucket=access_log_bucket,
-                                 bucket_policy=not no_bucket_policy)
+                                 bucket_policy=not no_bucket_policy, notifications=notifications)
     out = _out()
     table = _table("role", "bucket" if report.backend == "s3" else "folder", "control", "result", "detail",
                    title=f"lake init: {settings.location}")
@@ -51,6 +55,10 @@ def init(ctx: typer.Context,
     counts = {o: sum(c.outcome == o for c in report.changes) for o in ("created", "updated", "unchanged")}
     out.print(Text(f"{counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged"
                    if report.changed else "nothing to change: every control was already in place"))
+    if report.queue_url:
+        # plain echo: a console would wrap the URL, and people copy it
+        typer.echo(f"landing events queue: {report.queue_url}")
+        typer.echo(f"to land from it, set LAKE_LANDING_QUEUE_URL={report.queue_url} and LAKE_LANDING_TRIGGER=queue")
 
 
 @app.command()
@@ -77,7 +85,11 @@ def iam_policy(ctx: typer.Context,
                                               "credentials' account, from STS)."),
                with_init: bool = typer.Option(
                    False, "--with-init", help="Also allow what `lake init` and `lake doctor` need "
-                                              "(create buckets, read and set their controls).")) -> None:
+                                              "(create buckets, read and set their controls)."),
+               notifications: bool | None = typer.Option(
+                   None, "--notifications/--no-notifications",
+                   help="Include the landing events queue's SQS permissions (default: when "
+                        "LAKE_LANDING_TRIGGER=queue).")) -> None:
     """Print a least-privilege IAM policy (JSON) for the pipeline's role."""
     state = cli_state(ctx)
     lake = open_lake(state.root, state.table)
@@ -85,7 +97,7 @@ def iam_policy(ctx: typer.Context,
         account = (bootstrap.validate_account_id(account_id) if account_id is not None
                    else bootstrap.caller_account_id(lake.settings))
         policy = bootstrap.iam_policy(lake.settings, table=lake.spec.table, account_id=account,
-                                      with_init=with_init)
+                                      with_init=with_init, notifications=notifications)
     except ConfigError as exc:
         raise UsageProblem(str(exc)) from None
     typer.echo(json.dumps(policy, indent=2))

@@ -62,6 +62,8 @@ class LakeSettings:
     s3_endpoint_url: str | None = None
     #: a Glue endpoint; empty means AWS itself (the emulator serves S3 and Glue on one URL)
     glue_endpoint_url: str | None = None
+    #: an SQS endpoint for the ``queue`` landing trigger; empty means AWS itself
+    sqs_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
     aws_profile: str | None = None
     glue_database: str = "clickstream"

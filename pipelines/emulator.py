@@ -153,7 +153,8 @@ def emulator(port: int = 0) -> Iterator[dict[str, str]]:
     """
     with moto_server(port) as url:
         env = {**EMULATOR_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1", "LAKE_BACKEND": "s3",
-               "LAKE_S3_ENDPOINT_URL": url, "LAKE_GLUE_ENDPOINT_URL": url, "LAKE_AWS_REGION": "us-east-1"}
+               "LAKE_S3_ENDPOINT_URL": url, "LAKE_GLUE_ENDPOINT_URL": url,
+               "LAKE_SQS_ENDPOINT_URL": url, "LAKE_AWS_REGION": "us-east-1"}
         # a profile would override the dummy keys
         with patched_environ(env, remove=("AWS_PROFILE", "LAKE_AWS_PROFILE")):
             yield env

@@ -27,6 +27,7 @@ import orjson
 
 from pipelines import layout
 from pipelines.concurrency import bounded_map
+from pipelines.errors import NotFoundError
 from pipelines.lake import Lake
 from pipelines.normalize import Normalizer, Reject, partition_of
 from pipelines.storage import ARRIVED_AT, ObjectInfo
@@ -102,10 +103,86 @@ def pending(lake: Lake, prefix: str = "") -> list[ObjectInfo]:
     return _not_landed(lake, lake.storage.list("landing", prefix))
 
 
-def _not_landed(lake: Lake, infos: Iterable[ObjectInfo]) -> list[ObjectInfo]:
-    done = {k.rsplit("/", 1)[1].removesuffix(".json")
-            for k in lake.storage.list_keys("raw", layout.ledger_prefix(lake.spec))}
+def _not_landed(lake: Lake, infos: Iterable[ObjectInfo], *, by_head: bool = False) -> list[ObjectInfo]:
+    """``infos`` without the landed ones: one listing of the whole ledger, or (``by_head``, for a
+    few named objects) a HEAD of each one's ledger record."""
+    infos = list(infos)
+    if by_head:
+        landed = bounded_map(lambda o: is_landed(lake, o.key, o.etag), infos, _threads(lake),
+                             name="lake-ledger")
+        return [o for o, done in zip(infos, list(landed), strict=True) if not done]
+    done = landed_digests(lake)
     return [o for o in infos if layout.object_digest(o.key, o.etag) not in done]
+
+
+def _threads(lake: Lake) -> int:
+    return lake.settings.s3_concurrency if lake.settings.backend == "s3" else 1
+
+
+# -- the ledger: one record per landing object version (key + ETag), written last -------------
+#
+# Records live at ``_ledger/<table>/key=<hash of the landing key>/<digest>.json`` (the per-key
+# index: every version of one key under one prefix). Lakes landed before the index have them at
+# ``_ledger/<table>/<digest>.json``; those are still read, never written. Flat digests sort
+# before ``key=``, so the old records are the head of a listing of the ledger prefix.
+
+
+def landed_digests(lake: Lake) -> set[str]:
+    """Digests of every landed object version (one listing of the whole ledger, both layouts)."""
+    return {d for d in map(layout.ledger_digest, lake.storage.list_keys("raw", layout.ledger_prefix(lake.spec)))
+            if d is not None}
+
+
+def is_landed(lake: Lake, key: str, etag: str) -> bool:
+    """Whether this version of ``key`` has a ledger record (a HEAD or two, no listing)."""
+    digest = layout.object_digest(key, etag)
+    return any(lake.storage.head("raw", k) is not None for k in _record_keys(lake, key, digest))
+
+
+def _record_keys(lake: Lake, key: str, digest: str) -> Iterator[str]:
+    yield layout.ledger_record_key(lake.spec, key, digest)
+    yield layout.ledger_key(lake.spec, digest)  # a lake landed before the per-key index
+
+
+def _record_doc(lake: Lake, record_key: str) -> dict[str, Any] | None:
+    try:
+        return orjson.loads(lake.storage.get("raw", record_key))
+    except NotFoundError:
+        return None
+
+
+def ledger_record(lake: Lake, key: str, etag: str) -> FileResult | None:
+    """The ledger record of one landing object version, or None when it was not landed."""
+    for record_key in _record_keys(lake, key, layout.object_digest(key, etag)):
+        doc = _record_doc(lake, record_key)
+        if doc is not None and doc["source_key"] == key:
+            return FileResult(**doc)
+    return None
+
+
+def legacy_record_keys(lake: Lake) -> Iterator[str]:
+    """Ledger records at the flat pre-index path (a bounded set: nothing writes there now)."""
+    prefix = layout.ledger_prefix(lake.spec)
+    for k in lake.storage.list_keys("raw", prefix):
+        rest = k[len(prefix):]
+        if rest.startswith("key="):
+            return  # the flat records sort first; stopping here ends an S3 listing early
+        if "/" not in rest and layout.ledger_digest(k) is not None:
+            yield k
+
+
+def ledger_versions(lake: Lake, key: str) -> list[FileResult]:
+    """Every ledger record of landing key ``key`` (all its ETags), by ETag.
+
+    Lists the key's index prefix; records of a lake landed before the index are found by
+    reading the flat records, which only old lakes have."""
+    keys = list(lake.storage.list_keys("raw", layout.ledger_key_prefix(lake.spec, key)))
+    keys += list(legacy_record_keys(lake))
+    found: dict[str, FileResult] = {}
+    for doc in bounded_map(lambda k: _record_doc(lake, k), keys, _threads(lake), name="lake-ledger"):
+        if doc is not None and doc["source_key"] == key:
+            found.setdefault(doc["digest"], FileResult(**doc))
+    return sorted(found.values(), key=lambda f: (f.etag, f.digest))
 
 
 def land_inbox(lake: Lake, prefix: str = "", keys: Iterable[str] | None = None,
@@ -115,7 +192,7 @@ def land_inbox(lake: Lake, prefix: str = "", keys: Iterable[str] | None = None,
         infos = [i for i in (lake.storage.head("landing", k) for k in keys) if i is not None]
     else:
         infos = list(lake.storage.list("landing", prefix))
-    todo = _not_landed(lake, infos)
+    todo = _not_landed(lake, infos, by_head=keys is not None)
     report = LandReport(already_landed=len(infos) - len(todo))
     touched: Counter[str] = Counter()
     for n, result in enumerate(_land_all(lake, todo), 1):
@@ -313,17 +390,19 @@ class _Spill:
 
 def _write_ledger(lake: Lake, result: FileResult) -> None:
     # Written last: its presence is what marks the object as landed.
-    lake.storage.put("raw", layout.ledger_key(lake.spec, result.digest),
+    lake.storage.put("raw", layout.ledger_record_key(lake.spec, result.source_key, result.digest),
                      orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
 
 
 def read_ledger(lake: Lake) -> list[FileResult]:
-    """Every landing record, oldest key first."""
-    out = []
-    for o in lake.storage.list("raw", layout.ledger_prefix(lake.spec)):
-        doc = orjson.loads(lake.storage.get("raw", o.key))
-        out.append(FileResult(**doc))
-    return out
+    """Every landing record (both layouts; a version recorded at both paths once), by key + ETag."""
+    keys = [k for k in lake.storage.list_keys("raw", layout.ledger_prefix(lake.spec))
+            if layout.ledger_digest(k) is not None]
+    found: dict[str, FileResult] = {}
+    for doc in bounded_map(lambda k: _record_doc(lake, k), keys, _threads(lake), name="lake-ledger"):
+        if doc is not None:
+            found.setdefault(doc["digest"], FileResult(**doc))
+    return sorted(found.values(), key=lambda f: (f.source_key, f.etag))
 
 
 def records(fh: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:

@@ -75,7 +75,33 @@ def ledger_prefix(spec: TableSpec) -> str:
 
 
 def ledger_key(spec: TableSpec, digest: str) -> str:
+    """The ledger record of one landing object version at the flat path lakes before the per-key
+    index used (``_ledger/<table>/<digest>.json``): still read, no longer written."""
     return f"{ledger_prefix(spec)}{_check('digest', digest, _DIGEST)}.json"
+
+
+def landing_key_hash(landing_key: str) -> str:
+    """A short, key-safe name for one landing key (any versions of it share it)."""
+    return hashlib.blake2b(landing_key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def ledger_key_prefix(spec: TableSpec, landing_key: str) -> str:
+    """``_ledger/<table>/key=<hash of the landing key>/``: every ledger record of that key.
+
+    The per-key index: listing it finds every version (ETag) of one landing key without reading
+    the whole ledger, and the hash spreads the records over S3 prefixes."""
+    return f"{ledger_prefix(spec)}key={landing_key_hash(landing_key)}/"
+
+
+def ledger_record_key(spec: TableSpec, landing_key: str, digest: str) -> str:
+    """Where landing writes the ledger record of one landing object version (key + ETag)."""
+    return f"{ledger_key_prefix(spec, landing_key)}{_check('digest', digest, _DIGEST)}.json"
+
+
+def ledger_digest(record_key: str) -> str | None:
+    """The object digest a ledger record's key names (either layout), or None for another key."""
+    name = record_key.rsplit("/", 1)[-1].removesuffix(".json")
+    return name if _DIGEST.fullmatch(name) and record_key.endswith(".json") else None
 
 
 def partition_prefix(spec: TableSpec, dt: str | date) -> str:

@@ -51,6 +51,13 @@ def client_config(settings: LakeSettings, pool: int | None = None) -> Config:
     )
 
 
+def sqs_client(settings: LakeSettings) -> Any:
+    """An SQS client built like the S3 one: region, profile and retries (``LAKE_SQS_ENDPOINT_URL``
+    for an emulator; empty means AWS itself)."""
+    return aws_session(settings).client("sqs", endpoint_url=settings.sqs_endpoint_url or None,
+                                        config=client_config(settings, 4))
+
+
 def aws_error(exc: Exception, what: str) -> Exception:
     """Our error for a botocore failure that survived its retries: terminal or transient."""
     if isinstance(exc, ClientError):

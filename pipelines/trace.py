@@ -22,21 +22,32 @@ from typing import Any
 
 import orjson
 
-from pipelines import duck, layout
-from pipelines.archive import archive_record
-from pipelines.catalog import Partition
-from pipelines.compact import read_manifest
-from pipelines.concurrency import bounded_map
+from pipelines import duck
 from pipelines.errors import NotFoundError
 from pipelines.lake import Lake
-from pipelines.land import FileRejected, FileResult, records  # a recount splits as landing did
+from pipelines.land import (  # a recount splits as landing did
+    FileRejected,
+    FileResult,
+    ledger_record,
+    ledger_versions,
+    records,
+)
+from pipelines.ledger import (
+    ARCHIVED,
+    NOT_COMPACTED,
+    PUBLISHED,  # noqa: F401 - re-exported: a raw object's states, as ``lake trace`` names them
+    RAW_GONE,
+    STAGED,  # noqa: F401
+    DayVersions,
+    compaction_of,
+)
 from pipelines.storage import read_key
 
 #: line numbers kept per quarantine reason (the counts are always complete)
 MAX_LINE_NUMBERS = 1000
 
-PUBLISHED, STAGED, NOT_COMPACTED, RAW_EXPIRED, ARCHIVED = (
-    "published", "staged", "not compacted yet", "raw expired", "archived")
+# the states of a raw object: the ledger's (``lake ledger`` and ``lake trace`` agree on them)
+RAW_EXPIRED = RAW_GONE
 
 
 @dataclass
@@ -191,7 +202,7 @@ def trace(lake: Lake, landing_key: str, etag: str | None = None) -> Trace:
         which = f" with ETag {etag}" if etag else ""
         raise NotFoundError(f"{landing_key}{which} is not in the ledger: not landed yet (pending) "
                             "or never in the inbox")
-    days = _Days(lake)
+    days = DayVersions(lake)
     # several versions of one key share source_object: curated rows of expired raw objects
     # can only be attributed to a version when the key landed once
     single = len(entries) == 1
@@ -201,48 +212,12 @@ def trace(lake: Lake, landing_key: str, etag: str | None = None) -> Trace:
 
 def _ledger_entries(lake: Lake, key: str, etag: str | None) -> list[FileResult]:
     if etag is not None:
-        doc = _ledger_doc(lake, layout.ledger_key(lake.spec, layout.object_digest(key, etag)))
-        return [FileResult(**doc)] if doc is not None and doc["source_key"] == key else []
-    # The ledger is keyed by digest(key, ETag): past ETags are unknown, so every record is read
-    keys = list(lake.storage.list_keys("raw", layout.ledger_prefix(lake.spec)))
-    threads = lake.settings.s3_concurrency if lake.settings.backend == "s3" else 1
-    found = [FileResult(**d) for d in bounded_map(lambda k: _ledger_doc(lake, k), keys, threads,
-                                                   name="lake-trace")
-             if d is not None and d["source_key"] == key]
-    return sorted(found, key=lambda f: (f.etag, f.digest))
+        record = ledger_record(lake, key, etag)
+        return [record] if record is not None else []
+    return ledger_versions(lake, key)  # the key's index prefix (and an old lake's flat records)
 
 
-def _ledger_doc(lake: Lake, key: str) -> dict[str, Any] | None:
-    try:
-        return orjson.loads(lake.storage.get("raw", key))
-    except NotFoundError:
-        return None
-
-
-class _Days:
-    """Per day, read once: the published partition, the archive record, complete manifests."""
-
-    def __init__(self, lake: Lake):
-        self.lake = lake
-        self._cache: dict[str, tuple[Partition | None, Any, dict[str, dict]]] = {}
-
-    def get(self, dt: str) -> tuple[Partition | None, Any, dict[str, dict]]:
-        if dt not in self._cache:
-            lake = self.lake
-            prefix = layout.partition_prefix(lake.spec, dt)
-            manifests = {}
-            for key in lake.storage.list_keys("curated", prefix):
-                if key.endswith("/_manifest.json"):
-                    version = key[len(prefix):].split("/", 1)[0]
-                    manifest = read_manifest(lake, dt, version)
-                    if manifest is not None:
-                        manifests[version] = manifest
-            self._cache[dt] = (lake.catalog.get_partition(lake.spec.table, dt),
-                               archive_record(lake, dt), manifests)
-        return self._cache[dt]
-
-
-def _trace_version(lake: Lake, days: _Days, entry: FileResult, single: bool) -> VersionTrace:
+def _trace_version(lake: Lake, days: DayVersions, entry: FileResult, single: bool) -> VersionTrace:
     landing = lake.storage.head("landing", entry.source_key)
     landing_lines = None
     if landing is not None and landing.etag == entry.etag and not entry.file_reason:
@@ -293,25 +268,19 @@ def _trace_quarantine(lake: Lake, entry: FileResult) -> QuarantineTrace:
     return q
 
 
-def _trace_raw(lake: Lake, days: _Days, entry: FileResult, out: dict[str, Any], work: Path,
+def _trace_raw(lake: Lake, days: DayVersions, entry: FileResult, out: dict[str, Any], work: Path,
                single: bool) -> RawTrace:
     r = RawTrace(out["key"], out["dt"], out.get("hour"), int(out["rows"]))
-    published, record, manifests = days.get(r.dt)
+    day = days.get(r.dt)
     exists = lake.storage.head("raw", r.key) is not None
     local = None
     if exists:
         local = lake.storage.fetch("raw", [r.key], work)[0]
-    holding = {v for v, m in manifests.items() if any(i["key"] == r.key for i in m["inputs"])}
-    if published is not None and published.version in holding:
-        r.version, r.state = published.version, PUBLISHED
-    elif record is not None and record.version in holding:
-        r.version, r.state = record.version, f"{ARCHIVED} ({record.storage_class})"
-    elif holding:
-        r.version = max(holding, key=lambda v: manifests[v]["created_at"])
-        r.state = STAGED
-    elif not exists:
-        r.state = RAW_EXPIRED
+    held = compaction_of(day, r.key, exists)
+    r.state, r.version = held.state, held.version
+    if r.state == RAW_GONE:
         r.note = "the raw object is gone and no version of its day lists it"
+    manifests = day.manifests
     con = duck.connect(lake.settings, spill_dir=work / "spill", filesystem=lake.storage.filesystem)
     try:
         if local is not None:

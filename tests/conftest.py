@@ -41,7 +41,7 @@ def s3_settings_for(endpoint: str, root: Path, **changes) -> LakeSettings:
     tag = f"{uuid.uuid4().hex[:8]}{next(_names)}"
     settings = LakeSettings(
         backend="s3", root=str(root), bucket_prefix=f"t-{tag}", glue_database=f"t_{tag}",
-        s3_endpoint_url=endpoint, glue_endpoint_url=endpoint, duckdb_memory_limit="512MB",
+        s3_endpoint_url=endpoint, glue_endpoint_url=endpoint, sqs_endpoint_url=endpoint, duckdb_memory_limit="512MB",
         retire_grace_seconds=6 * 3600, **changes)
     settings.validate()
     from pipelines.s3 import S3Storage

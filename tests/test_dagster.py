@@ -110,14 +110,45 @@ def test_backfill_range_in_one_run_and_rerun_changes_nothing(lake):
     assert lake.catalog.list_partitions("events") == first
 
 
-def test_inbox_sensor_requests_a_run_only_for_new_objects(lake):
+def _tick(lake, cursor):
+    """One evaluation of the inbox sensor with the cursor the previous one stored."""
+    with dg.build_sensor_context(cursor=cursor, resources=_resources(lake)) as ctx:
+        result = inbox_sensor(ctx)
+        return result, ctx.cursor
+
+
+def _objects(request: dg.RunRequest) -> list[str]:
+    return request.run_config["ops"]["clickstream__raw_events"]["config"]["objects"]
+
+
+def test_inbox_sensor_requests_a_run_only_for_new_objects(lake, monkeypatch):
     lake.storage.put("landing", "segment/a.ndjson.gz", ndjson([event(1)]))
-    with dg.build_sensor_context(resources=_resources(lake)) as ctx:
-        first = inbox_sensor(ctx)
-    assert isinstance(first, dg.RunRequest) and first.tags["lake/pending_objects"] == "1"
-    assert dg.materialize([raw_events], resources=_resources(lake)).success
-    with dg.build_sensor_context(resources=_resources(lake)) as ctx:
-        assert isinstance(inbox_sensor(ctx), dg.SkipReason)
+    first, cursor = _tick(lake, None)
+    assert [r.tags["lake/pending_objects"] for r in first] == ["1"]
+    assert _objects(first[0]) == ["segment/a.ndjson.gz"]
+    assert cursor  # the cursor is stored even before the run lands anything
+    again, cursor = _tick(lake, cursor)  # the run has not landed yet: not requested twice
+    assert isinstance(again, dg.SkipReason)
+
+    # the run the sensor asked for, as the daemon would launch it
+    assert dg.materialize([raw_events], run_config=first[0].run_config, resources=_resources(lake)).success
+    lake.storage.put("landing", "segment/b.ndjson.gz", ndjson([event(2)]))
+    second, cursor = _tick(lake, cursor)
+    assert [_objects(r) for r in second] == [["segment/b.ndjson.gz"]]
+    assert second[0].run_key != first[0].run_key
+    result = dg.materialize([raw_events], run_config=second[0].run_config, resources=_resources(lake))
+    assert result.asset_materializations_for_node("clickstream__raw_events")[0].metadata["files"].value == 1
+    assert isinstance(_tick(lake, cursor)[0], dg.SkipReason)
+    assert isinstance(_tick(lake, None)[0], dg.SkipReason)  # a lost cursor: a full scan, nothing new
+
+    if lake.settings.backend != "s3":
+        return  # the queue trigger needs S3 event notifications
+    # the queue trigger lands instead: the listing sensor stands aside
+    monkeypatch.setenv("LAKE_LANDING_TRIGGER", "queue")
+    monkeypatch.setenv("LAKE_LANDING_QUEUE_URL", "http://127.0.0.1:1/queue/landing")
+    lake.storage.put("landing", "segment/c.ndjson.gz", ndjson([event(3)]))
+    skipped, _ = _tick(lake, cursor)
+    assert isinstance(skipped, dg.SkipReason) and "queue" in skipped.skip_message
 
 
 @pytest.mark.parametrize("key", [STAGED, CURATED])

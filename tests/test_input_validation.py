@@ -93,7 +93,7 @@ VERSION_HOSTILE = {**HOSTILE, "version-newline": f"{V}\n", "version-upper": V.up
 #: every key the pipeline may write, role by role (Law 6: built from validated parts only)
 SAFE_KEY = re.compile(r"[A-Za-z0-9._=\-+@/]+")
 RAW_KEY = re.compile(r"clickstream/events/dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/[a-z0-9][a-z0-9-]{0,31}-[0-9a-f]{16}"
-                     r"\.ndjson\.gz|_ledger/clickstream/events/[0-9a-f]{16}\.json", re.ASCII)
+                     r"\.ndjson\.gz|_ledger/clickstream/events/(key=[0-9a-f]{16}/)?[0-9a-f]{16}\.json", re.ASCII)
 CURATED_KEY = re.compile(r"clickstream/events/dt=\d{4}-\d{2}-\d{2}/v-[0-9a-f]{16}/"
                          r"(part-\d{5}\.parquet|_manifest\.json|_audit\.json)|_locks/[A-Za-z0-9._=/-]+", re.ASCII)
 QUARANTINE_KEY = re.compile(r"clickstream/events/(lines|files)/arrival=\d{4}-\d{2}-\d{2}/"
@@ -301,6 +301,7 @@ def test_layout_key_builders_refuse_hostile_names_hours_and_specs(value):
         "raw_key(digest)": lambda: layout.raw_key(SPEC, d, 1, "web", value),
         "raw_key(hour)": lambda: layout.raw_key(SPEC, d, value, "web", DIGEST),
         "ledger_key": lambda: layout.ledger_key(SPEC, value),
+        "ledger_record_key": lambda: layout.ledger_record_key(SPEC, "web/a.json", value),
         "quarantine_lines_key(source)": lambda: layout.quarantine_lines_key(SPEC, d, value, DIGEST),
         "quarantine_lines_key(digest)": lambda: layout.quarantine_lines_key(SPEC, d, "web", value),
         "quarantine_file_key(source)": lambda: layout.quarantine_file_key(SPEC, d, value, DIGEST),
