@@ -26,6 +26,8 @@ def test_runs_queue_and_compaction_runs_two_at_a_time(tmp_path):
         limits = {(lim["key"], lim.get("value")): lim["limit"] for lim in queue.tag_concurrency_limits}
         assert limits[("lake/stage", "compaction")] == 2
         assert limits[("lake/stage", "landing")] == 1
+        # backfills launched from the UI carry dagster/backfill, not the job's tags
+        assert limits[("dagster/backfill", None)] == 2
         assert queue.max_concurrent_runs == 4
         # the compaction pool bounds steps across runs, whatever launched them
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
