@@ -52,6 +52,7 @@ def raw_events(context: dg.AssetExecutionContext, config: LandConfig, lake: Lake
         "touched_days": sorted(report.touched),
         "rows_by_day": report.touched,
         "bytes": report.total("size"),
+        "landing_tag_failures": report.tag_failures,
         "seconds": round(time.monotonic() - started, 3),
     })
     yield dg.AssetCheckResult(check_name="landing_conservation", passed=not unbalanced,

@@ -243,6 +243,9 @@ def land(ctx: typer.Context,
         ("lines quarantined", report.total("quarantined")),
         ("files quarantined", report.quarantined_files),
     ]))
+    if report.tag_failures:
+        out.print(Text(f"warning: {report.tag_failures} landed objects could not be tagged "
+                       "lake-state=landed (they stay in landing until `lake tier apply` tags them)"))
     if report.reasons:
         table = _table("reason", "count", title="quarantine reasons")
         for reason, n in sorted(report.reasons.items()):

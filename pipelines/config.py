@@ -84,6 +84,9 @@ class LakeSettings:
     #: raw objects expire this many days after landing, once their day is compacted
     raw_expire_days: int = 7
     quarantine_expire_days: int = 30
+    #: landing objects expire this many days after landing, once recorded in the ledger (tagged
+    #: ``lake-state=landed``); 0 keeps them forever
+    landing_expire_days: int = 30
     #: superseded object versions (versioned buckets) are removed this many days later
     noncurrent_expire_days: int = 30
     abort_multipart_days: int = 1
@@ -180,6 +183,8 @@ class LakeSettings:
                      "abort_multipart_days", "restore_days"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"LAKE_{name.upper()} must be at least 1 (day)")
+        if self.landing_expire_days < 0:
+            raise ConfigError("LAKE_LANDING_EXPIRE_DAYS must be 0 (keep landing objects) or at least 1 (day)")
         if not isinstance(self.glue_database, str) or not _GLUE_NAME.fullmatch(self.glue_database):
             raise ConfigError(f"LAKE_GLUE_DATABASE {reprlib.repr(self.glue_database)} must be 1-255 lowercase "
                               "letters, digits and underscores (Athena folds names to lowercase)")

@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import logging
 import multiprocessing
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -27,12 +29,13 @@ import orjson
 
 from pipelines import layout
 from pipelines.concurrency import bounded_map
-from pipelines.errors import NotFoundError
+from pipelines.errors import LakeError, NotFoundError
 from pipelines.lake import Lake
 from pipelines.normalize import Normalizer, Reject, partition_of
-from pipelines.storage import ARRIVED_AT, ObjectInfo
+from pipelines.storage import ARRIVED_AT, LANDED, STATE_TAG, LocalStorage, ObjectInfo
 
 GZIP_MAGIC = b"\x1f\x8b"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +53,9 @@ class FileResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     file_reason: str | None = None
     quarantine_key: str | None = None
+    #: what tagging the landing object ``lake-state=landed`` did after the ledger record (see
+    #: :func:`mark_landed`); not part of the record, which is written before it
+    landing_tag: str | None = field(default=None, compare=False)
 
     @property
     def balanced(self) -> bool:
@@ -79,6 +85,12 @@ class LandReport:
     @property
     def quarantined_files(self) -> int:
         return sum(1 for f in self.files if f.file_reason)
+
+    @property
+    def tag_failures(self) -> int:
+        """Landed objects whose ``lake-state=landed`` tag could not be written (the tiering pass
+        puts it later, see :func:`retag_landed`); the landing itself stands."""
+        return sum(1 for f in self.files if f.landing_tag == TAG_FAILED)
 
 
 class _Line:
@@ -301,6 +313,7 @@ def land_object(lake: Lake, info: ObjectInfo) -> FileResult:
     if not result.balanced:  # a bug, never an input problem: refuse to record a lossy landing
         raise AssertionError(f"conservation broken for {info.key}: {result}")
     _write_ledger(lake, result)
+    result.landing_tag = mark_landed(lake, info)
     return result
 
 
@@ -329,6 +342,7 @@ def _quarantine_file(lake: Lake, info: ObjectInfo, result: FileResult, exc: File
     result = FileResult(source_key=info.key, etag=info.etag, size=info.size, digest=result.digest,
                         file_reason=exc.reason, quarantine_key=key)
     _write_ledger(lake, result)
+    result.landing_tag = mark_landed(lake, info)  # kept whole in quarantine: the inbox copy may go
     return result
 
 
@@ -390,8 +404,118 @@ class _Spill:
 
 def _write_ledger(lake: Lake, result: FileResult) -> None:
     # Written last: its presence is what marks the object as landed.
+    doc = asdict(result)
+    del doc["landing_tag"]  # what happens after the record is not part of it
     lake.storage.put("raw", layout.ledger_record_key(lake.spec, result.source_key, result.digest),
-                     orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+                     orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+
+
+# -- landing expiry: landed objects tagged ``lake-state=landed``, which a lifecycle rule expires --
+#
+# The ledger is the truth about what was landed; the tag only lets S3's lifecycle rule
+# (pipelines/lifecycle.py, ``landing-expire``) tell landed objects from the others, so it is put
+# after the ledger record and never before: an object never landed never carries it. A failed
+# tag fails nothing: the object is only kept longer, and :func:`retag_landed` (run by every
+# tiering pass) tags landed objects that outlived the expiry, which S3 then expires at once
+# (lifecycle counts ``Days`` from the object's creation, not from its tag).
+
+#: what :func:`mark_landed` did
+TAGGED, TAG_UNCHANGED, TAG_OVERWRITTEN, TAG_GONE, TAG_FAILED = "tagged", "unchanged", "overwritten", "gone", "failed"
+
+
+def _tags_expire(lake: Lake) -> bool:
+    """Whether landed objects are tagged: expiry on, and a backend with object tags (the
+    embedded one has none, and no lifecycle to read them)."""
+    return lake.settings.landing_expire_days > 0 and not isinstance(lake.storage, LocalStorage)
+
+
+def mark_landed(lake: Lake, info: ObjectInfo) -> str | None:
+    """Tag landing object ``info`` ``lake-state=landed`` once its ledger record exists, keeping
+    its other tags; None when landing objects are not tagged (expiry off, embedded backend).
+
+    Only the version landed is tagged. PutObjectTagging names no ETag and tags the current
+    version, and lake init does not version the landing bucket (no VersionId to name), so the
+    ETag is checked first with a HEAD and an object overwritten since it was listed is left
+    untagged (``overwritten``). An overwrite between that HEAD and the PUT (milliseconds) would
+    tag new content: accepted, since it is harmless in practice. The new content has a new ETag,
+    so the next sensor tick lands it, and lifecycle counts its days from the overwrite: it would
+    only expire unlanded if landing stopped for ``LAKE_LANDING_EXPIRE_DAYS``, the same bound
+    any backlog has. Returns ``tagged``, ``unchanged`` (tagged already), ``overwritten``, ``gone``
+    or ``failed`` (logged; the landing stands and :func:`retag_landed` retries it).
+    """
+    if not _tags_expire(lake):
+        return None
+    storage = lake.storage
+    try:
+        current = storage.head("landing", info.key)
+        if current is None:
+            return TAG_GONE
+        if current.etag != info.etag:
+            return TAG_OVERWRITTEN
+        # PutObjectTagging replaces the whole set: read, merge, write, so others' tags stay
+        tags = storage.get_tags("landing", info.key)
+        if tags.get(STATE_TAG) == LANDED:
+            return TAG_UNCHANGED
+        storage.put_tags("landing", info.key, {**tags, STATE_TAG: LANDED})
+    except NotFoundError:
+        return TAG_GONE  # deleted meanwhile: nothing left to expire
+    except LakeError as exc:
+        log.warning("landed %s, but could not tag it %s=%s (a tiering pass retries): %s",
+                    info.key, STATE_TAG, LANDED, exc)
+        return TAG_FAILED
+    return TAGGED
+
+
+@dataclass
+class RetagReport:
+    """What :func:`retag_landed` found: landing objects older than the expiry, those of them in
+    the ledger, and what tagging them did (``tagged`` counts the tags it had to put)."""
+
+    stale: int = 0
+    landed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, int]:
+        """Plain values for run metadata."""
+        return {"landing_stale": self.stale, "landing_retagged": self.outcomes.get(TAGGED, 0),
+                "landing_retag_failed": self.outcomes.get(TAG_FAILED, 0)}
+
+
+#: S3 runs lifecycle about once a day, so a tagged object can outlive its expiry by a day or so
+_LIFECYCLE_LAG_DAYS = 2
+#: up to this many stale objects are checked in the ledger one by one (HEADs), more with a listing
+_HEADS_AT_MOST = 200
+
+
+def retag_landed(lake: Lake, *, now: float | None = None, dry_run: bool = False) -> RetagReport:
+    """Tag the landed objects that outlived the landing expiry untagged (their tag failed, or the
+    landing was killed between its ledger record and its tag, or it predates landing expiry).
+
+    One listing of the landing bucket; only objects older than ``LAKE_LANDING_EXPIRE_DAYS`` plus
+    S3's lifecycle lag are looked at, so in steady state (every tag written at landing) there are
+    none and the pass costs that listing. Each one in the ledger (by its key and ETag) gets the
+    tag as at landing (:func:`mark_landed`); one not in the ledger is never tagged. With
+    ``dry_run`` nothing is read beyond the ledger or written.
+    """
+    report = RetagReport()
+    if not _tags_expire(lake):
+        return report
+    now = time.time() if now is None else now
+    cutoff = now - (lake.settings.landing_expire_days + _LIFECYCLE_LAG_DAYS) * 86400
+    stale = [o for o in lake.storage.list("landing") if o.mtime < cutoff]
+    report.stale = len(stale)
+    if not stale:
+        return report
+    unlanded = {id(o) for o in _not_landed(lake, stale, by_head=len(stale) <= _HEADS_AT_MOST)}
+    landed = [o for o in stale if id(o) not in unlanded]
+    report.landed = len(landed)
+    if dry_run:
+        return report
+    outcomes: Counter[str] = Counter()
+    for outcome in bounded_map(lambda o: mark_landed(lake, o), landed, _threads(lake), name="lake-retag"):
+        outcomes[outcome or ""] += 1
+    report.outcomes = dict(sorted(outcomes.items()))
+    return report
 
 
 def read_ledger(lake: Lake) -> list[FileResult]:

@@ -33,6 +33,7 @@ from pipelines.schema import TableSpec
 from pipelines.tier import (
     CLASSES,
     COMPACTED,
+    LANDED,
     MIN_STORAGE_DAYS,
     MIN_TRANSITION_BYTES,
     MIN_TRANSITION_DAYS,
@@ -79,9 +80,11 @@ def desired_rules(settings: LakeSettings, spec: TableSpec, policy: TieringPolicy
     """The project's lifecycle rules for one table, by bucket role.
 
     * every bucket: abort multipart uploads left incomplete ``abort_multipart_days``;
-    * landing: nothing else, unless ``landing_expire_days`` (default: the setting of that name,
-      if the settings have one) says when landed files go; it expires files that were never
-      landed too, so only set it longer than any landing backlog can last;
+    * landing: objects tagged ``lake-state=landed`` expire ``landing_expire_days`` after they
+      were written (default: the policy's; none when 0). Landing writes the tag only after the
+      object's ledger record (pipelines/land.py), so an object never landed never expires. The
+      rule is the bucket's, not a table's: producers choose landing keys, which are not under
+      a table prefix;
     * raw: objects of the table tagged ``lake-state=compacted`` expire
       ``raw_expire_after_compacted_days`` after they were written;
     * quarantine: the table's objects expire after ``quarantine_expire_days``;
@@ -93,7 +96,7 @@ def desired_rules(settings: LakeSettings, spec: TableSpec, policy: TieringPolicy
       after a day, and delete markers left alone are removed.
     """
     if landing_expire_days is None:
-        landing_expire_days = getattr(settings, "landing_expire_days", None)
+        landing_expire_days = policy.landing_expire_days
     table_scope = layout.table_prefix(spec)
     prefix = table_scope + "/"  # the slash: "ns/events" must not reach "ns/events_v2/"
     keep_days = policy.noncurrent_expire_days
@@ -113,10 +116,11 @@ def desired_rules(settings: LakeSettings, spec: TableSpec, policy: TieringPolicy
         return rules
 
     landing = housekeeping("landing")
-    if landing_expire_days is not None:
-        if landing_expire_days < 1:
-            raise ConfigError("landing expiry must be at least 1 day")
-        landing.append(_rule(shared("landing-expire"), {"Prefix": ""},
+    if landing_expire_days < 0:
+        raise ConfigError("landing expiry must be 0 (keep landing objects) or at least 1 day")
+    if landing_expire_days:
+        # the tag alone, not the whole bucket: an untagged object may never have been landed
+        landing.append(_rule(shared("landing-expire"), {"Tag": {"Key": STATE_TAG, "Value": LANDED}},
                              Expiration={"Days": int(landing_expire_days)}))
 
     raw = [

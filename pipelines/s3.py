@@ -320,8 +320,9 @@ class S3Storage:
 
     def put_tags(self, role: str, key: str, tags: Mapping[str, str]) -> None:
         bucket = self._bucket(role)
+        # read_key: tagging names an existing object, and landing objects have producers' names
         self._call(f"tag s3://{bucket}/{key}", self.client.put_object_tagging, Bucket=bucket,
-                   Key=validate_key(key), Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]})
+                   Key=read_key(role, key), Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]})
 
     def restore(self, role: str, key: str, days: int, tier: str = "Standard") -> str:
         state = self.restore_state(role, key)

@@ -32,6 +32,11 @@ ARRIVED_AT = "arrived-at"
 #: rules transition by it); compaction writes ``STANDARD`` with every data file
 TIER_TAG = "lake-tier"
 
+#: the object tag saying where an object is in the flow, read by lifecycle rules: raw objects
+#: whose day is compacted and published carry ``compacted`` (they expire), landing objects with
+#: a ledger record carry ``landed`` (they expire after ``LAKE_LANDING_EXPIRE_DAYS``)
+STATE_TAG, COMPACTED, LANDED = "lake-state", "compacted", "landed"
+
 #: storage classes whose objects must be restored before anyone can read them (Athena skips them)
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
@@ -327,7 +332,7 @@ class LocalStorage:
         return self.delete(role, [key]) == 1
 
     def get_tags(self, role: str, key: str) -> dict[str, str]:
-        if not self._path(role, key).is_file():
+        if not self._read_path(role, key).is_file():  # a landing object may have a producer's name
             raise NotFoundError(f"no object {role}/{key}")
         return {}
 

@@ -17,13 +17,13 @@ from pipelines.compact import read_manifest
 from pipelines.config import LakeSettings
 from pipelines.errors import ConfigError
 from pipelines.lake import Lake
-from pipelines.storage import ARCHIVE_CLASSES, TIER_TAG  # noqa: F401 - the tiering modules import it from here
+
+# the tiering modules import the tags from here
+from pipelines.storage import ARCHIVE_CLASSES, COMPACTED, LANDED, STATE_TAG, TIER_TAG  # noqa: F401
 
 GiB = 1 << 30
 MIN_TRANSITION_BYTES = 128 * 1024  # S3 bills smaller IA/Glacier IR objects as 128 KiB
 
-#: the object tag (and value) on raw objects whose day is compacted and published
-STATE_TAG, COMPACTED = "lake-state", "compacted"
 #: the classes, warmest first; a partition only ever moves to a colder one
 CLASSES = ("STANDARD", "STANDARD_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
 #: days an object is billed in a class at least, however early it leaves it
@@ -48,6 +48,9 @@ class TieringPolicy:
     curated_transitions: tuple[tuple[int, str], ...] = ((30, "STANDARD_IA"), (90, "GLACIER_IR"))
     raw_expire_after_compacted_days: int = 7
     quarantine_expire_days: int = 30
+    #: landing objects tagged ``lake-state=landed`` (recorded in the ledger) expire this many
+    #: days after they were written; 0 keeps the inbox forever
+    landing_expire_days: int = 30
     abort_multipart_days: int = 1
     min_transition_bytes: int = MIN_TRANSITION_BYTES
     noncurrent_expire_days: int = 30
@@ -55,6 +58,8 @@ class TieringPolicy:
     prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     def __post_init__(self) -> None:
+        if self.landing_expire_days < 0:
+            raise ConfigError("landing expiry must be 0 (keep landing objects) or at least 1 day")
         steps = sorted(self.curated_transitions)
         ages = [a for a, _ in steps]
         if len(set(ages)) != len(ages) or any(a < 1 for a in ages):
@@ -81,6 +86,7 @@ class TieringPolicy:
             curated_transitions=parse_transitions(settings.tier_transitions),
             raw_expire_after_compacted_days=settings.raw_expire_days,
             quarantine_expire_days=settings.quarantine_expire_days,
+            landing_expire_days=settings.landing_expire_days,
             abort_multipart_days=settings.abort_multipart_days,
             noncurrent_expire_days=settings.noncurrent_expire_days,
             restore_days=settings.restore_days,

@@ -1,5 +1,9 @@
 """TIER, applied: lifecycle rules, restores that run out, and object tags, in that order.
 
+Last, landed landing objects that outlived the landing expiry untagged get their
+``lake-state=landed`` tag (:func:`pipelines.land.retag_landed`: the retry of a tag that failed
+at landing).
+
 The one entry point the tiering asset and ``lake tier apply`` share. On S3 it writes the policy's
 lifecycle rules (a no-op when they are current), archives again the restored days whose copies
 are about to expire, then tags objects by their partition's date (archiving first the days bound
@@ -15,6 +19,7 @@ from typing import Any
 
 from pipelines.archive import expire_restores
 from pipelines.lake import Lake
+from pipelines.land import RetagReport, retag_landed
 from pipelines.lifecycle import LifecycleReport, apply_lifecycle
 from pipelines.tagging import TagReport, tag_partitions
 from pipelines.tier import TieringPolicy
@@ -27,10 +32,12 @@ class TieringRun:
     lifecycle: LifecycleReport | None  #: None on the embedded backend
     restores_expired: list[str]
     tags: TagReport
+    landing: RetagReport  #: landed landing objects tagged late (nothing on the embedded backend)
 
     def summary(self) -> dict[str, Any]:
         """Plain values for run metadata."""
-        out: dict[str, Any] = {"restores_expired": self.restores_expired, **self.tags.summary()}
+        out: dict[str, Any] = {"restores_expired": self.restores_expired, **self.tags.summary(),
+                               **self.landing.summary()}
         if self.lifecycle is not None:
             out["lifecycle"] = self.lifecycle.summary()
             out["lifecycle_buckets_written"] = list(self.lifecycle.written)
@@ -43,4 +50,5 @@ def apply_tiering(lake: Lake, policy: TieringPolicy | None = None, today: date |
     policy = policy or TieringPolicy.from_settings(lake.settings)
     lifecycle = apply_lifecycle(lake, policy, dry_run=dry_run) if lake.settings.backend == "s3" else None
     expired = [] if dry_run else expire_restores(lake)
-    return TieringRun(lifecycle, expired, tag_partitions(lake, policy, today, dry_run=dry_run))
+    tags = tag_partitions(lake, policy, today, dry_run=dry_run)
+    return TieringRun(lifecycle, expired, tags, retag_landed(lake, dry_run=dry_run))

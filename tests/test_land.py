@@ -119,7 +119,8 @@ def test_every_bad_kind_is_quarantined_with_its_bytes_and_every_good_line_lands(
         layout.object_digest(key, info.etag))
 
     (ledger,) = read_ledger(lake)
-    assert asdict(ledger) == asdict(result)
+    # every field of the record (the landing object's tag, put after it, is not one)
+    assert asdict(ledger) == asdict(result) | {"landing_tag": None}
 
 
 def test_default_max_line_bytes_admits_a_segment_sized_event(lake):

@@ -128,7 +128,9 @@ def test_desired_rules_are_the_tables_and_safe(local_lake):
         for r in rs:
             if f"{RULE_ID_PREFIX}{layout.table_prefix(spec)}:" in r["ID"]:
                 assert predicates(r)["prefix"] == prefix, r
-    assert not any("Expiration" in r and "Days" in r["Expiration"] for r in rules["landing"])
+    # landing objects expire only once landed (tagged lake-state=landed), never by age alone
+    assert all(predicates(r)["tags"] == [["lake-state", "landed"]]
+               for r in rules["landing"] if "Days" in (r.get("Expiration") or {}))
     raw = by_id(rules["raw"])[f"{RULE_ID_PREFIX}clickstream/events:raw-expire-compacted"]
     assert raw["Expiration"] == {"Days": policy.raw_expire_after_compacted_days}
     assert predicates(raw)["tags"] == [["lake-state", "compacted"]]
