@@ -32,7 +32,7 @@ from pipelines.concurrency import bounded_map
 from pipelines.errors import LakeError, NotFoundError
 from pipelines.lake import Lake
 from pipelines.normalize import Normalizer, Reject, partition_of
-from pipelines.storage import ARRIVED_AT, LANDED, STATE_TAG, LocalStorage, ObjectInfo
+from pipelines.storage import ARRIVED_AT, LANDED, STATE_TAG, ObjectInfo
 
 GZIP_MAGIC = b"\x1f\x8b"
 log = logging.getLogger(__name__)
@@ -426,7 +426,7 @@ TAGGED, TAG_UNCHANGED, TAG_OVERWRITTEN, TAG_GONE, TAG_FAILED = "tagged", "unchan
 def _tags_expire(lake: Lake) -> bool:
     """Whether landed objects are tagged: expiry on, and a backend with object tags (the
     embedded one has none, and no lifecycle to read them)."""
-    return lake.settings.landing_expire_days > 0 and not isinstance(lake.storage, LocalStorage)
+    return lake.settings.landing_expire_days > 0 and lake.storage.has_tags
 
 
 def mark_landed(lake: Lake, info: ObjectInfo) -> str | None:

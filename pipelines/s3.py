@@ -71,6 +71,8 @@ def aws_error(exc: Exception, what: str) -> Exception:
 class S3Storage:
     """Buckets per role on S3 (or an S3-compatible endpoint)."""
 
+    has_tags = True
+
     def __init__(self, settings: LakeSettings, session: boto3.Session | None = None):
         self.settings = settings
         self.buckets = {role: settings.bucket(role) for role in ROLES}

@@ -140,6 +140,9 @@ class Storage(Protocol):
     def delete_if(self, role: str, key: str, etag: str) -> bool:
         """Delete an object only if it still is the version ``etag``; False otherwise."""
 
+    #: whether objects carry tags (and so storage classes and lifecycle rules that read them)
+    has_tags: bool
+
     def get_tags(self, role: str, key: str) -> dict[str, str]:
         """The object's tags (S3 object tagging); the local folder has none."""
 
@@ -159,6 +162,8 @@ class Storage(Protocol):
 
 class LocalStorage:
     """One folder per bucket role under the lake root; the embedded default."""
+
+    has_tags = False  # no object tags, storage classes or lifecycle: tiering is a plan here
 
     def __init__(self, root: Path, bucket_names: dict[str, str] | None = None):
         self.root = Path(root)

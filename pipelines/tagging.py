@@ -39,7 +39,7 @@ from pipelines.concurrency import bounded_map
 from pipelines.errors import ConfigError, LakeError, NotFoundError
 from pipelines.lake import Lake
 from pipelines.schema import TableSpec
-from pipelines.storage import LocalStorage, validate_key
+from pipelines.storage import validate_key
 from pipelines.tier import CLASSES, COMPACTED, STATE_TAG, TIER_TAG, TieringPolicy
 
 STATE_FORMAT = 1
@@ -153,7 +153,7 @@ def tag_partitions(lake: Lake, policy: TieringPolicy | None = None, today: date 
     """
     policy = policy or TieringPolicy.from_settings(lake.settings)
     today = layout.parse_dt(today) if today else datetime.now(UTC).date()
-    taggable = not isinstance(lake.storage, LocalStorage)
+    taggable = lake.storage.has_tags
     applied = taggable and not dry_run
     reason = ("tags written" if applied else "dry run: nothing was tagged" if taggable else
               "the embedded backend has no object tags: nothing was tagged, this is what would be")
