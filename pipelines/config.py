@@ -134,6 +134,12 @@ class LakeSettings:
                 if f.name != "extra" and getattr(self, f.name) != getattr(default, f.name)
                 and getattr(self, f.name) is not None}
 
+    @property
+    def io_threads(self) -> int:
+        """How many small object requests to run side by side: ``s3_concurrency`` on S3, where
+        each is a round trip; one on the local folder, where threads only add overhead."""
+        return self.s3_concurrency if self.backend == "s3" else 1
+
     def with_(self, **changes: Any) -> LakeSettings:
         """A copy with some fields changed."""
         return replace(self, **changes)

@@ -128,7 +128,7 @@ def _not_landed(lake: Lake, infos: Iterable[ObjectInfo], *, by_head: bool = Fals
 
 
 def _threads(lake: Lake) -> int:
-    return lake.settings.s3_concurrency if lake.settings.backend == "s3" else 1
+    return lake.settings.io_threads
 
 
 # -- the ledger: one record per landing object version (key + ETag), written last -------------
@@ -229,7 +229,7 @@ def _land_all(lake: Lake, todo: list[ObjectInfo]) -> Iterator[FileResult]:
     workers = min(lake.settings.land_workers or os.cpu_count() or 1, len(todo))
     remote = lake.settings.backend == "s3"
     if workers <= 1 or len(todo) < _MIN_FILES_FOR_WORKERS:
-        yield from _land_threaded(lake, todo, lake.settings.s3_concurrency if remote else 1)
+        yield from _land_threaded(lake, todo, lake.settings.io_threads)
         return
     threads = max(1, lake.settings.s3_concurrency // workers) if remote else 1
     batch = max(1, threads * 4)  # whole batches keep every thread of a worker busy

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pipelines import layout
 from pipelines.archive import archived
 from pipelines.compact import held_inputs, read_manifest
+from pipelines.concurrency import bounded_map
 from pipelines.lake import Lake
 from pipelines.storage import ObjectInfo
 
@@ -64,10 +65,13 @@ def day_status(lake: Lake, now: float | None = None) -> list[DayStatus]:
         raw[o.key[len(base):].split("/", 1)[0]].append(o)
     parts = {p.dt: p for p in lake.catalog.list_partitions(spec.table)}
     records = archived(lake)
+    # one GET per published day: fetched side by side on S3, where each costs a round trip
+    manifests = dict(zip(parts, bounded_map(lambda p: read_manifest(lake, p.dt, p.version), parts.values(),
+                                            lake.settings.io_threads, name="lake-status"), strict=True))
     out = []
     for dt in sorted(set(raw) | set(parts) | set(records)):
         p = parts.get(dt)
-        manifest = read_manifest(lake, dt, p.version) if p else None
+        manifest = manifests.get(dt)
         inputs = raw.get(dt, [])
         # raw keys are named by content digest: a key the version holds is the same object
         late = tuple(sorted({o.key for o in inputs} - held_inputs(manifest))) if manifest else ()

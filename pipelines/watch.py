@@ -140,9 +140,8 @@ def scan(lake: Lake, cursor: str | None, now: float, *, prefix: str = "",
         assert state is not None
         floor = state.wm - lookback
         candidates = [o for o in listing if o.mtime >= floor and digests[id(o)] not in seen]
-        threads = lake.settings.s3_concurrency if lake.settings.backend == "s3" else 1
-        landed = list(bounded_map(lambda o: is_landed(lake, o.key, o.etag), candidates, threads,
-                                  name="lake-watch"))
+        landed = list(bounded_map(lambda o: is_landed(lake, o.key, o.etag), candidates,
+                                  lake.settings.io_threads, name="lake-watch"))
         checked = len(candidates)
         new = []
         for o, done in zip(candidates, landed, strict=True):
